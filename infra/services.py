@@ -1,0 +1,64 @@
+"""Resolve where Kafka and PostgreSQL are: external (settings) or embedded (started on demand).
+
+`running_services` is what every long-running command uses: it starts the embedded services that
+are not already running, yields their addresses, and on exit stops exactly what it started.
+`donorcast up` starts them detached instead, and then every later command finds and reuses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from infra.kafka import EmbeddedKafka, check_reachable, ensure_topics_sync
+from infra.postgres import EmbeddedPostgres
+from infra.settings import Settings
+
+
+@dataclass
+class Endpoints:
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+    started: list[str] = field(default_factory=list)
+
+
+def start_kafka(settings: Settings, *, detach: bool) -> tuple[str, bool]:
+    """(bootstrap, started_now). External clusters are checked, never started."""
+    if settings.kafka_bootstrap is not None:
+        check_reachable(settings.kafka_bootstrap)
+        return settings.kafka_bootstrap, False
+    broker = EmbeddedKafka(settings)
+    already = broker.running()
+    record = already or broker.start(detach=detach)
+    return record.url, already is None
+
+
+def start_postgres(settings: Settings, *, detach: bool) -> tuple[str, bool]:
+    if settings.database_url is not None:
+        return settings.database_url, False
+    server = EmbeddedPostgres(settings)
+    already = server.running()
+    record = already or server.start(detach=detach)
+    return record.url, already is None
+
+
+@contextlib.contextmanager
+def running_services(settings: Settings, *, kafka: bool = True, postgres: bool = True) -> Iterator[Endpoints]:
+    endpoints = Endpoints()
+    try:
+        if kafka:
+            endpoints.kafka_bootstrap, started = start_kafka(settings, detach=False)
+            if started:
+                endpoints.started.append("kafka")
+            ensure_topics_sync(endpoints.kafka_bootstrap, settings)
+        if postgres:
+            endpoints.database_url, started = start_postgres(settings, detach=False)
+            if started:
+                endpoints.started.append("postgres")
+        yield endpoints
+    finally:
+        if "kafka" in endpoints.started:
+            EmbeddedKafka(settings).stop()
+        if "postgres" in endpoints.started:
+            EmbeddedPostgres(settings).stop()

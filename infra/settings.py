@@ -1,0 +1,99 @@
+"""The one settings object: `DONORCAST_*` environment variables, then an optional TOML file, then defaults.
+
+Unset `kafka_bootstrap` / `database_url` mean "use the embedded Tansu broker / embedded PostgreSQL",
+started by `infra.services` with their state under `state_dir`. Settings are frozen and passed
+explicitly; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "DONORCAST_CONFIG"
+DEFAULT_CONFIG_FILE = "donorcast.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DONORCAST_", frozen=True, extra="forbid")
+
+    state_dir: Path = Field(Path(".donorcast"), description="embedded services' data, model registry, logs")
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded Tansu")
+    database_url: str | None = Field(None, description="postgresql://...; unset = embedded PostgreSQL")
+    topic_partitions: int = Field(4, ge=1, le=256)
+    topic_prefix: str = Field("", description="prepended to every topic name (tests, several deployments)")
+
+    base_model: Path | None = Field(None, description="HF checkpoint dir; unset = packaged all-MiniLM-L6-v2")
+    sequence_length: int = Field(64, ge=2, le=1024, description="messages kept per viewer")
+    viewer_idle_seconds: float = Field(6 * 3600, gt=0, description="a viewer sequence expires after this")
+    embed_batch_size: int = Field(32, ge=1, le=1024)
+    embed_batch_wait: float = Field(0.05, gt=0, le=5, description="seconds a micro-batch waits to fill")
+    worker_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime/torch intra-op threads per process")
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    dashboard_token: SecretStr | None = None
+    youtube_api_key: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgres://", "postgresql://")):
+            raise ValueError(
+                f"DONORCAST_DATABASE_URL must start with postgresql:// (got {url.split(':', 1)[0]!r}:...)"
+            )
+        return url
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for part in value.removeprefix("kafka://").split(","):
+            host, _, port = part.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"DONORCAST_KAFKA_BOOTSTRAP must be host:port[,host:port] (got {value!r})")
+        return value.removeprefix("kafka://")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
+        return init_settings, env_settings, toml
+
+    # Derived locations: one place decides the state layout.
+    @property
+    def registry_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def uses_embedded_kafka(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and config file, with explicit overrides on top (CLI flags, tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Sources -> Kafka: chat readers (one class per source), archive collection, live/replay publishers, simulator."""

@@ -1,0 +1,1 @@
+"""Offline jobs: MLM domain pretraining, leak-free datasets, classifier fitting, evaluation, ONNX export."""
