@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,10 +30,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def traversable_tmpdir(prefix: str) -> Path:
+    """A temp dir outside pytest's own: pytest keeps its base dir at mode 0700 (re-applied by every
+    pytest run on the machine), which the unprivileged user the embedded PostgreSQL runs as (when
+    we are root) cannot traverse. Short, too: the Unix socket path must stay under 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
-def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Short path: PostgreSQL's Unix socket path must stay under 107 bytes.
-    return tmp_path_factory.mktemp("svc")
+def services_dir() -> Iterator[Path]:
+    path = traversable_tmpdir("dc-svc-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def service_tmp_path() -> Iterator[Path]:
+    """Per-test dir for tests that start their own embedded PostgreSQL."""
+    path = traversable_tmpdir("dc-t-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

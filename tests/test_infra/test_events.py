@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from infra.events import MAX_TEXT_CHARS, ChatMessage, DeadLetter, DonorScore, MessageKind, parse_chat_message
+
+NOW = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def make(**fields: object) -> ChatMessage:
+    base = {"stream_id": "s1", "message_id": "m1", "timestamp": NOW, "author_id": "UCabc", "author_name": "Ann"}
+    return ChatMessage(**{**base, **fields})
+
+
+def test_round_trip_keeps_every_field_and_text_exactly() -> None:
+    text = "héllo 🎉 \u200b مرحبا <b>x</b>"
+    message = make(text=text, kind=MessageKind.PAID_MESSAGE, amount=5.0, currency="USD", badges=("Member (2 months)",))
+    again = parse_chat_message(message.model_dump_json())
+    assert again == message
+    assert again.text == text
+    assert json.loads(message.model_dump_json())["viewer_id"] == "UCabc"
+
+
+def test_viewer_falls_back_to_display_name_without_channel_id() -> None:
+    assert make(author_id=None).viewer_id == "name:Ann"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"timestamp": datetime.now(UTC) + timedelta(days=30)}, "timestamp"),
+        ({"timestamp": datetime(1999, 1, 1, tzinfo=UTC)}, "timestamp"),
+        ({"amount": float("nan"), "kind": "paid_message", "currency": "USD"}, "amount"),
+        ({"amount": -3.0}, "amount"),
+        ({"currency": "dollars"}, "currency"),
+        ({"kind": "bogus"}, "kind"),
+        ({"stream_id": ""}, "stream_id"),
+        ({"schema_version": 2}, "schema_version"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_payload_names_the_field(change: dict[str, object], field: str) -> None:
+    payload = json.loads(make().model_dump_json()) | change
+    with pytest.raises(ValueError, match=rf"^{field}"):
+        parse_chat_message(json.dumps(payload, default=str))
+
+
+def test_paid_message_without_amount_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="needs an amount"):
+        make(kind=MessageKind.PAID_MESSAGE)
+
+
+def test_huge_text_is_truncated_and_flagged_not_dropped() -> None:
+    message = make(text="x" * (MAX_TEXT_CHARS * 3))
+    assert len(message.text) == MAX_TEXT_CHARS
+    assert message.truncated
+
+
+def test_garbage_bytes_give_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="Invalid JSON|invalid"):
+        parse_chat_message(b"\xff\xfe{not json")
+
+
+def test_paid_and_input_kinds() -> None:
+    assert make(kind=MessageKind.PAID_STICKER, amount=2.0, currency="EUR").is_paid
+    assert not make(kind=MessageKind.PAID_STICKER, amount=2.0, currency="EUR").is_model_input
+    assert make().is_model_input and not make().is_paid
+    assert not make(kind=MessageKind.MEMBERSHIP_MILESTONE).is_model_input
+
+
+def test_score_and_dead_letter_contracts() -> None:
+    score = DonorScore(
+        stream_id="s", viewer_id="v", probability=0.3, rank=1, n_messages=2, model_version="v1",
+        event_time=NOW, scored_at=NOW,
+    )
+    assert DonorScore.model_validate_json(score.model_dump_json()) == score
+    with pytest.raises(ValidationError, match="probability"):
+        DonorScore(**(score.model_dump() | {"probability": 1.5}))
+    letter = DeadLetter(source="test", reason="bad", raw="{")
+    assert letter.schema_version == 1 and letter.failed_at.tzinfo is not None
