@@ -44,6 +44,11 @@ class TopicReader:
             fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         await self._consumer.start()
+        # Join the group before returning, so a caller timing arrivals does not time the join.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not self._consumer.assignment() and loop.time() < deadline:
+            await self._collect(timeout_ms=50)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -61,14 +66,16 @@ class TopicReader:
                 settle_until = settle_until or loop.time() + settle
                 if loop.time() >= settle_until:
                     break
-            batches = await self._consumer.getmany(timeout_ms=50)
-            now = time.time()
-            for records in batches.values():
-                for r in records:
-                    self.records.append(
-                        Received(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, now)
-                    )
+            await self._collect(timeout_ms=50)
         return self.records
+
+    async def _collect(self, timeout_ms: int) -> None:
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        now = time.time()
+        for records in batches.values():
+            for r in records:
+                self.records.append(Received(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, now))
 
 
 async def read_topic(bootstrap: str, topic: str, expected: int, *, timeout: float = 30.0, settle: float = 0.5):
