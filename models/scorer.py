@@ -1,0 +1,305 @@
+"""Runtime scoring bridge: what a model version needs to turn a viewer's chat into a donor probability.
+
+Two halves, both used by training *and* by the live stream agents, so the features a model was
+trained on are, by construction, the features it sees live:
+
+- pure feature functions (`preprocess_text`, `sequence_input`, `history_vector`) driven by the
+  `FeatureConfig` stored in each registry version;
+- `DonorScorer`, which loads a registry version's int8 ONNX encoder and ONNX classifier
+  (onnxruntime, one thread) and scores many viewers in one padded batch.
+
+Nothing here talks to Kafka or PostgreSQL; callers bring messages and (optionally) viewer history.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+try:
+    from producers.readers.text import strip_member_signals
+except ModuleNotFoundError:  # TEMPORARY until the readers land; same rule: drop `:_name:` member emojis
+    def strip_member_signals(text: str) -> str:
+        return re.sub(r":_[^:\s]+:", " ", text)
+
+if TYPE_CHECKING:
+    from infra.repository import ViewerHistory
+    from models.registry import ModelVersion
+
+N_EXTRAS = 4  # message length, emote ratio, question mark, message number
+N_HISTORY = 6  # see history_vector
+LOG_SCALE = 5.0  # log1p features divided by this land roughly in [0, 2]
+
+_SHORTCODE = re.compile(r":[^:\s]+:")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How raw chat becomes model inputs; stored in the registry manifest as "feature_config"."""
+
+    label: str = "paid"
+    strip_member_signals: bool = False  # True for membership labels: member emojis would give it away
+    max_messages: int = 32  # newest messages a sequence keeps
+    use_extras: bool = True
+    use_history: bool = False
+
+    @property
+    def n_extras(self) -> int:
+        return N_EXTRAS if self.use_extras else 0
+
+    @property
+    def n_history(self) -> int:
+        return N_HISTORY if self.use_history else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+# ---------------------------------------------------------------- per-message features
+
+def preprocess_text(text: str, config: FeatureConfig) -> str:
+    """The text the encoder sees. Member-only emojis (`:_name:`) are removed for membership labels."""
+    text = text or ""
+    if config.strip_member_signals:
+        text = strip_member_signals(text)
+    return " ".join(text.split())
+
+
+def _emote_ratio(text: str) -> float:
+    """Share of whitespace tokens that are emoji shortcodes or symbol-only (no letter or digit)."""
+    tokens = text.split()
+    if not tokens:
+        return 0.0
+    emotes = sum(1 for t in tokens if _SHORTCODE.fullmatch(t) or not any(c.isalnum() for c in t))
+    return emotes / len(tokens)
+
+
+def message_extras(texts: Sequence[str], message_numbers: Sequence[int]) -> np.ndarray:
+    """(T, 4) cheap per-message features of *preprocessed* texts; message_numbers are 1-based
+    positions among the viewer's input messages in the stream (so the count survives truncation)."""
+    rows = [
+        (
+            np.log1p(len(text)) / LOG_SCALE,
+            _emote_ratio(text),
+            1.0 if "?" in text else 0.0,
+            np.log1p(number) / LOG_SCALE,
+        )
+        for text, number in zip(texts, message_numbers, strict=True)
+    ]
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), N_EXTRAS)
+
+
+def history_vector(history: ViewerHistory | None) -> np.ndarray:
+    """(6,) what was known about the viewer before this stream (infra.repository.ViewerHistory)."""
+    if history is None:
+        return np.zeros(N_HISTORY, dtype=np.float32)
+    return np.asarray(
+        [
+            np.log1p(history.past_streams) / LOG_SCALE,
+            np.log1p(history.past_messages) / LOG_SCALE,
+            np.log1p(history.past_paid_events) / LOG_SCALE,
+            np.log1p(max(history.past_paid_amount, 0.0)) / LOG_SCALE,
+            1.0 if history.was_member else 0.0,
+            1.0 if history.past_streams > 0 else 0.0,
+        ],
+        dtype=np.float32,
+    )
+
+
+# ---------------------------------------------------------------- sequences
+
+@dataclass
+class ViewerSequenceInput:
+    """One viewer's model input: T messages (oldest first), T >= 1."""
+
+    embeddings: np.ndarray  # (T, D) float32
+    seconds_since_start: np.ndarray  # (T,) seconds since the stream's first message
+    seconds_since_prev: np.ndarray  # (T,) gap since the viewer's previous input message
+    extras: np.ndarray | None = None  # (T, k)
+    history: np.ndarray | None = None  # (h,)
+    message_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    def without(self, index: int) -> ViewerSequenceInput:
+        """The same sequence with message `index` left out (leave-one-out explanations)."""
+        keep = np.arange(len(self)) != index
+        return ViewerSequenceInput(
+            embeddings=self.embeddings[keep],
+            seconds_since_start=self.seconds_since_start[keep],
+            seconds_since_prev=self.seconds_since_prev[keep],
+            extras=None if self.extras is None else self.extras[keep],
+            history=self.history,
+        )
+
+    def tail(self, n: int) -> ViewerSequenceInput:
+        if len(self) <= n:
+            return self
+        return ViewerSequenceInput(
+            embeddings=self.embeddings[-n:],
+            seconds_since_start=self.seconds_since_start[-n:],
+            seconds_since_prev=self.seconds_since_prev[-n:],
+            extras=None if self.extras is None else self.extras[-n:],
+            history=self.history,
+            message_ids=self.message_ids[-n:],
+        )
+
+
+def time_features(
+    seconds_since_start: Sequence[float], previous_seconds: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds since start, gap since the viewer's previous input message). The first gap is measured
+    from `previous_seconds` (the message before the window) or, for a first message, from stream start."""
+    starts = np.maximum(np.asarray(seconds_since_start, dtype=np.float32), 0.0)
+    previous = np.empty_like(starts)
+    if len(starts):
+        previous[0] = 0.0 if previous_seconds is None else previous_seconds
+        previous[1:] = starts[:-1]
+    gaps = np.maximum(starts - previous, 0.0)
+    return starts, gaps.astype(np.float32)
+
+
+def sequence_input(
+    embeddings: np.ndarray,
+    seconds_since_start: Sequence[float],
+    *,
+    texts: Sequence[str],
+    message_numbers: Sequence[int],
+    config: FeatureConfig,
+    previous_seconds: float | None = None,
+    history: ViewerHistory | None = None,
+    message_ids: Sequence[str] = (),
+) -> ViewerSequenceInput:
+    """Assemble one viewer's input from already-embedded, *preprocessed* messages (oldest first)."""
+    starts, gaps = time_features(seconds_since_start, previous_seconds)
+    return ViewerSequenceInput(
+        embeddings=np.asarray(embeddings, dtype=np.float32),
+        seconds_since_start=starts,
+        seconds_since_prev=gaps,
+        extras=message_extras(texts, message_numbers) if config.use_extras else None,
+        history=history_vector(history) if config.use_history else None,
+        message_ids=tuple(message_ids),
+    )
+
+
+def pad_batch(sequences: Sequence[ViewerSequenceInput], config: FeatureConfig) -> dict[str, np.ndarray]:
+    """ONNX classifier feed: pad every sequence to the batch's longest (padding_mask True = padding)."""
+    if not sequences:
+        raise ValueError("pad_batch needs at least one sequence")
+    if any(len(s) == 0 for s in sequences):
+        raise ValueError("every sequence needs at least one message")
+    batch, longest, dim = len(sequences), max(len(s) for s in sequences), sequences[0].embeddings.shape[1]
+    feed = {
+        "embeddings": np.zeros((batch, longest, dim), dtype=np.float32),
+        "seconds_since_start": np.zeros((batch, longest), dtype=np.float32),
+        "seconds_since_prev": np.zeros((batch, longest), dtype=np.float32),
+        "padding_mask": np.ones((batch, longest), dtype=bool),
+    }
+    if config.use_extras:
+        feed["extras"] = np.zeros((batch, longest, config.n_extras), dtype=np.float32)
+    if config.use_history:
+        feed["history"] = np.zeros((batch, config.n_history), dtype=np.float32)
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        feed["embeddings"][row, :n] = seq.embeddings
+        feed["seconds_since_start"][row, :n] = seq.seconds_since_start
+        feed["seconds_since_prev"][row, :n] = seq.seconds_since_prev
+        feed["padding_mask"][row, :n] = False
+        if config.use_extras:
+            if seq.extras is None:
+                raise ValueError("this model uses per-message extras; the sequence has none")
+            feed["extras"][row, :n] = seq.extras
+        if config.use_history and seq.history is not None:
+            feed["history"][row] = seq.history
+    return feed
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the scorer
+
+@dataclass
+class DonorScorer:
+    """A registry version ready to score: int8 ONNX encoder + ONNX classifier, one thread each."""
+
+    version: str
+    encoder: Any  # models.onnx_encoder.OnnxEncoder
+    session: Any  # onnxruntime.InferenceSession
+    feature_config: FeatureConfig
+    threshold: float = 0.5
+    max_batch: int = 256
+
+    @classmethod
+    def load(cls, version: ModelVersion, *, threads: int = 1) -> DonorScorer:
+        import onnxruntime as ort
+
+        from models.onnx_encoder import OnnxEncoder
+
+        encoder = OnnxEncoder.load(
+            version.file("encoder_onnx_int8"), version.file("encoder_dir"),
+            threads=threads, max_length=int(version.manifest.get("encoder_max_length", 64)),
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            str(version.file("classifier_onnx")), options, providers=["CPUExecutionProvider"]
+        )
+        return cls(
+            version=version.version,
+            encoder=encoder,
+            session=session,
+            feature_config=FeatureConfig.from_dict(version.manifest.get("feature_config", {})),
+            threshold=float(version.manifest.get("threshold", 0.5)),
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.encoder.dim)
+
+    @property
+    def uses_history(self) -> bool:
+        return self.feature_config.use_history
+
+    def preprocess(self, text: str) -> str:
+        return preprocess_text(text, self.feature_config)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Raw chat texts -> (N, D) float32, through the same preprocessing as training."""
+        return self.encoder.embed([self.preprocess(t) for t in texts], batch_size=batch_size)
+
+    def logits(self, sequences: Sequence[ViewerSequenceInput]) -> np.ndarray:
+        out = []
+        limit = self.feature_config.max_messages
+        for start in range(0, len(sequences), self.max_batch):
+            chunk = [s.tail(limit) for s in sequences[start : start + self.max_batch]]
+            (logit,) = self.session.run(["logit"], pad_batch(chunk, self.feature_config))
+            out.append(np.asarray(logit, dtype=np.float32).reshape(-1))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def score(self, sequences: Sequence[ViewerSequenceInput]) -> np.ndarray:
+        """(N,) donor probabilities, one padded batch per `max_batch` viewers."""
+        return sigmoid(self.logits(sequences))
+
+    def explain(self, sequence: ViewerSequenceInput, k: int = 3) -> list[int]:
+        """Indices (into `sequence`) of the <= k messages whose removal lowers the score most."""
+        sequence = sequence.tail(self.feature_config.max_messages)
+        if len(sequence) < 2:
+            return [0] if len(sequence) == 1 else []
+        variants = [sequence] + [sequence.without(i) for i in range(len(sequence))]
+        logits = self.logits(variants)
+        drop = logits[0] - logits[1:]  # how much each message pushed the score up
+        order = np.argsort(-drop, kind="stable")
+        return [int(i) for i in order[:k] if drop[i] > 0] or [int(order[0])]
