@@ -16,7 +16,7 @@ from producers.archive.download import (
     chat_downloader_source,
     download_chat,
 )
-from tests.test_producers.archive_recordings import CHAT_STREAM, RecordedChat, recorded_items
+from tests.test_producers.test_archive_recordings import CHAT_STREAM, RecordedChat, recorded_items
 
 TARGET = StreamTarget("youtube", CHAT_STREAM, f"https://www.youtube.com/watch?v={CHAT_STREAM}")
 N_ITEMS = 21

@@ -1,4 +1,4 @@
-"""Recorded inputs for the archive tests: chat-downloader item sequences and API responses.
+"""Recorded inputs for the archive tests (helpers only, no tests): chat-downloader item sequences.
 
 `RecordedChat` stands where `ChatDownloader().get_chat(...)` would: it yields the recorded items
 (dicts exactly as chat-downloader yields them), honours `start_time` the way chat-downloader does
