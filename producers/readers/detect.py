@@ -1,0 +1,209 @@
+"""Which reader reads a file: by format name, or detected from the extension and first bytes.
+
+Detection looks at the first record, not just the extension: `.json` alone is five formats here.
+A directory expands to the chat files under it (recursively, sorted); files inside it that are no
+chat format we know (READMEs, index files) are listed as skipped, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from infra.errors import InputError
+from infra.events import ChatMessage
+
+from .base import ChatReader, Rejected
+from .chat_downloader import ChatDownloaderReader, ChatReplayCsvReader
+from .irc_log import LINE as IRC_LINE
+from .irc_log import IrcLogReader
+from .pytchat import PytchatReader
+from .seed_sqlite import SeedSqliteReader
+from .youtube_api import YouTubeApiReader
+from .youtube_chat_npm import YouTubeChatNpmReader
+from .youtube_raw import ITEM_ACTIONS, REPLAY_ACTION, YouTubeRawReader
+
+READERS: dict[str, type[ChatReader]] = {
+    reader.name: reader
+    for reader in (ChatDownloaderReader, ChatReplayCsvReader, YouTubeRawReader, YouTubeApiReader, PytchatReader,
+                   SeedSqliteReader, IrcLogReader, YouTubeChatNpmReader)
+}
+ALIASES: dict[str, str] = {
+    "chat_downloader": "chat-downloader", "chatdownloader": "chat-downloader",
+    "yt-dlp": "youtube-raw", "live_chat": "youtube-raw", "innertube": "youtube-raw",
+    "data-api": "youtube-api", "youtube-data-api": "youtube-api",
+    "sqlite": "seed-sqlite", "seed": "seed-sqlite",
+    "znc": "irc", "rbtv": "irc",
+    "youtube-chat-npm": "youtube-chat", "npm": "youtube-chat", "hundredbeans": "youtube-chat",
+    "csv": "chat-replay-csv",
+}
+SNIFF_BYTES = 256 * 1024
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_RAW_MARKERS = ('"replayChatItemAction"', '"addChatItemAction"', '"addLiveChatTickerItemAction"',
+                '"liveChatContinuation"', '"liveChatTextMessageRenderer"')
+
+
+def supported_formats() -> str:
+    return ", ".join(f"{name} ({reader.description})" for name, reader in READERS.items())
+
+
+def format_name(name: str) -> str:
+    """Canonical format name for a name or alias; InputError naming the choices otherwise."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key == "auto" or key in READERS:
+        return key
+    raise InputError(f"unknown chat format {name!r}; supported: auto, {', '.join(READERS)}")
+
+
+def detect_format(path: Path) -> str | None:
+    """The format of one file, or None when it is none we read."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if head.startswith(_SQLITE_MAGIC):
+        return SeedSqliteReader.name
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    stripped = text.lstrip()
+    if not stripped:
+        return None
+    if stripped[0] in "[{":
+        return _json_format(path, text, complete=len(head) < SNIFF_BYTES)
+    first_line = stripped.split("\n", 1)[0].rstrip("\r")
+    if IRC_LINE.match(first_line):
+        return IrcLogReader.name
+    header = first_line.lower().split(",")
+    if path.suffix.lower() in (".csv", "") and {"author_id", "timestamp"} <= set(header) and "message" in header:
+        return ChatReplayCsvReader.name
+    return None
+
+
+def _json_format(path: Path, head: str, complete: bool) -> str | None:
+    record = _first_record(path, head, complete)
+    kind = _classify(record)
+    if kind:
+        return kind
+    if "youtube#liveChatMessage" in head:
+        return YouTubeApiReader.name
+    if any(marker in head for marker in _RAW_MARKERS):
+        return YouTubeRawReader.name
+    return None
+
+
+def _first_record(path: Path, head: str, complete: bool) -> object:
+    stripped = head.lstrip()
+    decoder = json.JSONDecoder()
+    if stripped.startswith("["):
+        body = stripped[1:].lstrip()
+        if body.startswith("]"):
+            return []
+        try:
+            return decoder.raw_decode(body)[0]
+        except json.JSONDecodeError:
+            pass
+    else:
+        first_line = stripped.split("\n", 1)[0]
+        try:
+            return json.loads(first_line)
+        except json.JSONDecodeError:
+            pass
+    if complete:
+        source = head
+    else:
+        source = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        document = json.loads(source)
+    except json.JSONDecodeError:
+        return None
+    return document[0] if isinstance(document, list) and document else document
+
+
+def _classify(record: object) -> str | None:
+    if isinstance(record, list):
+        return _classify(record[0]) if record else None
+    if not isinstance(record, dict):
+        return None
+    keys = set(record)
+    if "message_type" in keys or "action_type" in keys:
+        return ChatDownloaderReader.name
+    if str(record.get("kind", "")).startswith("youtube#liveChatMessage") or {"snippet", "authorDetails"} <= keys:
+        return YouTubeApiReader.name
+    if keys & (set(ITEM_ACTIONS) | {REPLAY_ACTION, "continuationContents", "clickTrackingParams"}):
+        return YouTubeRawReader.name
+    author = record.get("author")
+    if "isMembership" in keys or (isinstance(author, dict) and "channelId" in author and isinstance(record.get("message"), list)):
+        return YouTubeChatNpmReader.name
+    if "amountValue" in keys or {"elapsedTime", "datetime"} <= keys:
+        return PytchatReader.name
+    if "timestamp" in keys and ("author_id" in keys or "time_in_seconds" in keys):
+        return ChatDownloaderReader.name  # legacy chat_replay_downloader (2020)
+    return None
+
+
+def expand(path: Path) -> list[Path]:
+    """A file is itself; a directory is every file under it, sorted (hidden files excluded)."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    return [path]
+
+
+def open_reader(path: Path | str, format: str = "auto", **options: object) -> ChatReader:
+    """The reader for one file; InputError when its format is unknown (naming the supported ones)."""
+    path = Path(path)
+    if path.is_dir():
+        return DirectoryReader(path, format=format)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    name = format_name(format)
+    if name == "auto":
+        detected = detect_format(path)
+        if detected is None:
+            raise InputError(f"{path}: cannot tell which chat format this is; supported: {supported_formats()}. "
+                             "Pass --format NAME if it is one of them.")
+        name = detected
+    return READERS[name](path, **options)  # type: ignore[arg-type]
+
+
+def read_chat_file(path: Path | str, format: str = "auto") -> Iterator[ChatMessage | Rejected]:
+    """Every message (or Rejected record) in a file or directory."""
+    yield from open_reader(path, format).read()
+
+
+class DirectoryReader(ChatReader):
+    """All chat files under a directory, each with its own (detected or given) reader."""
+
+    name = "directory"
+    description = "every chat file under a directory"
+
+    def __init__(self, path: Path, format: str = "auto") -> None:
+        super().__init__(path=path)
+        self.format = format_name(format)
+
+    def files(self) -> Iterator[tuple[Path, ChatReader | None]]:
+        """(file, its reader or None when it is no chat file). With an explicit format, files
+        detected as a different format are skipped, undetectable ones are read with it."""
+        for file in expand(self.path):
+            try:
+                if self.format != "auto" and detect_format(file) not in (None, self.format):
+                    raise InputError(f"{file}: another format")
+                yield file, open_reader(file, self.format)
+            except InputError:
+                self.skipped["file of no chat format"] += 1
+                self.warnings.append(f"{file}: skipped, no chat format we read")
+                yield file, None
+
+    def read(self) -> Iterator[ChatMessage | Rejected]:
+        for _, reader in self.files():
+            if reader is None:
+                continue
+            try:
+                yield from reader.read()
+            except InputError as error:
+                self.warnings.append(str(error))
+            finally:
+                self.streams.update(reader.streams)
+                self.skipped.update(reader.skipped)
+                self.warnings.extend(reader.warnings)
+
