@@ -251,10 +251,14 @@ def test_other_hosts_are_refused(url: str) -> None:
 
 
 def test_cli_refuses_a_non_youtube_url_before_starting_anything(tmp_path) -> None:
-    from infra.cli import build_app
+    from infra.cli import _root
+    from producers.live import live_command
 
+    app = typer.Typer(pretty_exceptions_enable=False)  # the root callback and this command only
+    app.callback()(_root)
+    app.command("live")(live_command)
     result = CliRunner().invoke(
-        build_app(), ["live", "https://evil.example/watch?v=dQw4w9WgXcQ"],
+        app, ["live", "https://evil.example/watch?v=dQw4w9WgXcQ"],
         env={"DONORCAST_STATE_DIR": str(tmp_path / "state")},
     )
     assert result.exit_code == 2

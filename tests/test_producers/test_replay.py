@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from infra.errors import InputError
@@ -18,7 +19,7 @@ from infra.repository import save_messages
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, topic_name
 from producers.publisher import KafkaPublisher
-from producers.replay import ReplaySource, ReplaySummary, parse_speed, replay, split_by_stream
+from producers.replay import ReplaySource, ReplaySummary, parse_speed, replay, replay_command, split_by_stream
 from tests.test_producers.kafka_reader import TopicReader, read_topic
 
 T0 = datetime(2024, 3, 9, 20, 0, tzinfo=UTC)
@@ -150,6 +151,18 @@ async def test_interrupted_replay_keeps_partial_counts(topics: Settings) -> None
     assert len(records) == sent  # what was counted was flushed on the way out, nothing more
 
 
+def cli_app() -> typer.Typer:
+    """`donorcast` with only this command: the same root callback (settings from DONORCAST_*), so
+    unfinished commands elsewhere in the tree cannot break these tests. The full app is checked
+    by the CLI layout tests."""
+    from infra.cli import _root
+
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.callback()(_root)
+    app.command("replay")(replay_command)
+    return app
+
+
 def _cli_env(settings: Settings) -> dict[str, str]:
     return {
         "DONORCAST_STATE_DIR": str(settings.state_dir),
@@ -161,7 +174,6 @@ def _cli_env(settings: Settings) -> dict[str, str]:
 
 
 def test_cli_replays_a_stream_from_postgresql(topics: Settings) -> None:
-    from infra.cli import build_app
     from infra.postgres import create_pool
 
     messages = stream_of("db-stream", 50, 30.0, seed=9)
@@ -175,7 +187,7 @@ def test_cli_replays_a_stream_from_postgresql(topics: Settings) -> None:
 
     asyncio.run(store())
     result = CliRunner().invoke(
-        build_app(), ["replay", "--stream", "db-stream", "--speed", "max"], env=_cli_env(topics)
+        cli_app(), ["replay", "--stream", "db-stream", "--speed", "max"], env=_cli_env(topics)
     )
     assert result.exit_code == 0, result.output
     assert "replayed 50 messages of 1 stream(s) at max" in result.stdout
@@ -184,9 +196,7 @@ def test_cli_replays_a_stream_from_postgresql(topics: Settings) -> None:
 
 
 def test_cli_rejects_bad_arguments(topics: Settings) -> None:
-    from infra.cli import build_app
-
-    app = build_app()
+    app = cli_app()
     no_source = CliRunner().invoke(app, ["replay", "--speed", "max"], env=_cli_env(topics))
     assert no_source.exit_code == 2 and "--stream ID or --file PATH" in no_source.output
     bad_speed = CliRunner().invoke(app, ["replay", "--stream", "x", "--speed", "0"], env=_cli_env(topics))
@@ -194,3 +204,56 @@ def test_cli_rejects_bad_arguments(topics: Settings) -> None:
     unknown = CliRunner().invoke(app, ["replay", "--stream", "nope", "--speed", "max"], env=_cli_env(topics))
     assert isinstance(unknown.exception, InputError)  # main() prints it as `error: ...`, exit 1
     assert "'nope' has no messages" in str(unknown.exception)
+
+
+def _chat_downloader_item(i: int, start: datetime) -> dict:
+    return {
+        "message_id": f"file-msg-{i}",
+        "message_type": "text_message",
+        "timestamp": int((start + timedelta(seconds=i * 0.5)).timestamp() * 1_000_000),
+        "time_in_seconds": i * 0.5,
+        "message": f"line {i}",
+        "author": {"id": f"UCfile{i % 3}", "name": f"File viewer {i % 3}"},
+    }
+
+
+def test_cli_replays_a_file_and_dead_letters_its_broken_record(topics: Settings, tmp_path: Path) -> None:
+    import json
+
+    from infra.events import DeadLetter
+
+    items = [_chat_downloader_item(i, T0) for i in range(12)]
+    broken = dict(_chat_downloader_item(12, T0), message_id="file-broken")
+    broken["timestamp"] = "yesterday"  # not microseconds: the reader rejects it
+    path = tmp_path / "abcdefghijk.json"  # chat_downloader --output names files by video id
+    path.write_text(json.dumps([*items[:5], broken, *items[5:]], indent=4, ensure_ascii=False))
+
+    result = CliRunner().invoke(
+        cli_app(), ["replay", "--file", str(path), "--speed", "max"], env=_cli_env(topics)
+    )
+    assert result.exit_code == 0, result.output
+    assert "replayed 12 messages of 1 stream(s) at max" in result.stdout
+    assert "1 rejected record(s) sent to dead-letters" in result.stdout
+
+    records = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), 12, settle=0.5))
+    assert sorted(parse_chat_message(r.value).message_id for r in records) == sorted(i["message_id"] for i in items)
+    letters = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(DEAD_LETTERS, topics), 1, settle=0.5))
+    assert len(letters) == 1
+    letter = DeadLetter.model_validate_json(letters[0].value)
+    assert letter.location == f"{path}#item 6"
+    assert "timestamp" in letter.reason and "yesterday" in letter.reason
+    assert "file-broken" in letter.raw
+
+
+def test_publish_simulated_sends_every_stream(topics: Settings) -> None:
+    from types import SimpleNamespace
+
+    from producers.replay import publish_simulated
+
+    streams = [SimpleNamespace(messages=stream_of(f"simstream-{n}", 40, 600, seed=n)) for n in range(3)]
+    summary = publish_simulated(streams, topics, speed="max", progress=False)
+    assert summary.sent == 120 and len(summary.streams) == 3
+    records = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), 120, settle=0.5))
+    assert sorted(parse_chat_message(r.value).message_id for r in records) == sorted(
+        m.message_id for s in streams for m in s.messages
+    )
