@@ -411,7 +411,7 @@ class LiveProducer:
                     url=self.target.url, title=self._title, status="live", source="live",
                 )
             self.stats.saved += await save_messages(self.pool, batch, source="live")
-        except (OSError, asyncio.TimeoutError, _postgres_error()) as error:
+        except (TimeoutError, OSError, _postgres_error()) as error:
             if force or len(self._unsaved) > 50 * self.db_batch:
                 raise DatabaseUnavailable(
                     f"could not save {len(self._unsaved)} live messages to PostgreSQL ({error}); they are in "
