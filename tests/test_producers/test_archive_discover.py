@@ -13,8 +13,8 @@ import pytest
 
 from infra.errors import InputError
 from producers.archive.discover import (
-    ScrollPolicy,
     TILE_SELECTORS,
+    ScrollPolicy,
     chromium_available,
     discover_streams,
     headless_chromium,

@@ -61,3 +61,19 @@ class ChatBySource:
         self.calls.append((url, start_time))
         stream_id = url.rsplit("=", 1)[-1].rsplit("/", 1)[-1]
         return self.by_stream[stream_id](url, start_time=start_time)
+
+
+def videos_response(videos: list[tuple[str, str, str]]) -> str:
+    """A recorded-format videos.list response: one item per (id, liveBroadcastContent, publishedAt),
+    copied from the recorded item of that kind (so each has the fields YouTube sends for it)."""
+    template = json.loads((FIXTURES / "videos_list.json").read_text())
+    by_state = {item["snippet"]["liveBroadcastContent"]: item for item in reversed(template["items"])}
+    items = []
+    for video_id, state, published_at in videos:
+        item = copy.deepcopy(by_state[state])
+        item["id"] = video_id
+        item["snippet"]["publishedAt"] = published_at
+        item["snippet"]["title"] = item["snippet"]["localized"]["title"] = f"Stream {video_id}"
+        items.append(item)
+    page = {"totalResults": len(items), "resultsPerPage": len(items)}
+    return json.dumps({**template, "items": items, "pageInfo": page})
