@@ -9,7 +9,15 @@ Readers never touch Kafka or PostgreSQL; `producers.ingest` and the publishers d
 
 from .base import ChatReader, Rejected, StreamInfo
 from .chat_downloader import item_to_message
-from .detect import READERS, DirectoryReader, detect_format, expand, open_reader, read_chat_file, supported_formats
+from .detect import (
+    READERS,
+    DirectoryReader,
+    detect_format,
+    expand,
+    open_reader,
+    read_chat_file,
+    supported_formats,
+)
 from .text import strip_member_signals
 
 __all__ = [

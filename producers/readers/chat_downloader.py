@@ -370,9 +370,13 @@ def guess_platform(items: Iterable[object]) -> str:
             continue
         author = item.get("author")
         if isinstance(author, dict):
-            if "display_name" in author or any(isinstance(b, dict) and "version" in b for b in author.get("badges") or []):
+            badges = author.get("badges")
+            if "display_name" in author or (
+                isinstance(badges, list) and any(isinstance(b, dict) and "version" in b for b in badges)
+            ):
                 return "twitch"
-        if item.get("message_type") in KINDS and KINDS[item["message_type"]] in (
+        message_type = item.get("message_type")
+        if isinstance(message_type, str) and KINDS.get(message_type) in (
             MessageKind.SUBSCRIPTION, MessageKind.GIFT_SUBSCRIPTION
         ):
             return "twitch"

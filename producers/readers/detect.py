@@ -67,11 +67,11 @@ def detect_format(path: Path) -> str | None:
     stripped = text.lstrip()
     if not stripped:
         return None
+    first_line = stripped.split("\n", 1)[0].rstrip("\r")
+    if IRC_LINE.match(first_line):  # before JSON: "[00:00:09] <name> hi" also starts with "["
+        return IrcLogReader.name
     if stripped[0] in "[{":
         return _json_format(path, text, complete=len(head) < SNIFF_BYTES)
-    first_line = stripped.split("\n", 1)[0].rstrip("\r")
-    if IRC_LINE.match(first_line):
-        return IrcLogReader.name
     header = first_line.lower().split(",")
     if path.suffix.lower() in (".csv", "") and {"author_id", "timestamp"} <= set(header) and "message" in header:
         return ChatReplayCsvReader.name

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from infra.events import ChatMessage, MessageKind
 from infra.errors import InputError
+from infra.events import ChatMessage, MessageKind
 
 from .base import ChatReader, Rejected, StreamInfo
 
