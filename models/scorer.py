@@ -20,11 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-try:
-    from producers.readers.text import strip_member_signals
-except ModuleNotFoundError:  # TEMPORARY until the readers land; same rule: drop `:_name:` member emojis
-    def strip_member_signals(text: str) -> str:
-        return re.sub(r":_[^:\s]+:", " ", text)
+from producers.readers.text import strip_member_signals
 
 if TYPE_CHECKING:
     from infra.repository import ViewerHistory
@@ -153,6 +149,14 @@ class ViewerSequenceInput:
             history=self.history,
             message_ids=self.message_ids[-n:],
         )
+
+
+def seconds_since_start(timestamp: float, offset_seconds: float | None, origin: float) -> float:
+    """The stream clock a model sees: the source's own offset where it has one (replays, archives),
+    else seconds since the stream's first message (unix seconds `timestamp` and `origin`)."""
+    if offset_seconds is not None:
+        return max(float(offset_seconds), 0.0)
+    return max(timestamp - origin, 0.0)
 
 
 def time_features(

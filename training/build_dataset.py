@@ -31,7 +31,7 @@ import numpy as np
 
 from infra.events import PAID_KINDS, ChatMessage, MessageKind
 from infra.repository import ViewerHistory
-from models.scorer import FeatureConfig, preprocess_text
+from models.scorer import FeatureConfig, preprocess_text, seconds_since_start
 
 LabelKind = Literal["paid", "member", "conversion"]
 LABEL_KINDS: tuple[str, ...] = ("paid", "member", "conversion")
@@ -113,7 +113,8 @@ class ViewerTrack:
     viewer_name: str
     texts: list[str]
     message_ids: list[str]
-    seconds: np.ndarray  # (n,) seconds since stream start
+    seconds: np.ndarray  # (n,) seconds since the stream's first message: snapshots and ordering
+    clock: np.ndarray  # (n,) the model's stream clock (models.scorer.seconds_since_start)
     history: ViewerHistory
     positive: bool  # the label fact for this (stream, viewer)
     event_seconds: float | None  # paid: first paid event; conversion: first member signal
@@ -213,6 +214,7 @@ class _ViewerFacts:
     texts: list[str] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    clock: list[float] = field(default_factory=list)
     first_paid: float | None = None
     first_member: float | None = None
 
@@ -230,6 +232,7 @@ def _compact(stream: StreamData, config: DatasetConfig) -> _Compact | None:
     if not messages:
         return None
     start = messages[0].timestamp
+    origin = start.timestamp()
     features = config.feature_config()
     viewers: dict[str, _ViewerFacts] = defaultdict(_ViewerFacts)
     activity = []
@@ -241,6 +244,7 @@ def _compact(stream: StreamData, config: DatasetConfig) -> _Compact | None:
             facts.texts.append(preprocess_text(m.text, features))
             facts.message_ids.append(m.message_id)
             facts.seconds.append(seconds)
+            facts.clock.append(seconds_since_start(m.timestamp.timestamp(), m.offset_seconds, origin))
         if m.is_paid and facts.first_paid is None:
             facts.first_paid = seconds
         if (m.is_member or m.kind in MEMBER_KINDS) and facts.first_member is None:
@@ -357,6 +361,7 @@ def build_dataset(streams: Iterable[StreamData], config: DatasetConfig | None = 
             track = ViewerTrack(
                 stream=stream_index, viewer_id=viewer, viewer_name=facts.name, texts=facts.texts,
                 message_ids=facts.message_ids, seconds=np.asarray(facts.seconds, dtype=np.float64),
+                clock=np.asarray(facts.clock, dtype=np.float64),
                 history=history, positive=labelled[0], event_seconds=labelled[1],
             )
             new = _samples_for(track, len(tracks), grid, config)
