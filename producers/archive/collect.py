@@ -95,8 +95,9 @@ class RunProgress:
                 self._progress.update(self._overall, description=text)
 
     def streams(self, total: int) -> None:
+        self.stage("streams")
         if self._progress is not None and self._overall is not None:
-            self._progress.update(self._overall, description="streams", total=total, completed=0)
+            self._progress.update(self._overall, total=total, completed=0)
 
     def stream_started(self, stream: PlannedStream) -> None:
         if self._progress is not None:
@@ -133,6 +134,7 @@ async def collect_channel(
     chat: ChatItemSource,
     max_streams: int | None = None,
     chat_backoff: Backoff | None = None,
+    chat_batch_size: int = 500,
     allow_any_host: bool = False,
     progress: Progress | None = None,
 ) -> CollectReport:
@@ -145,7 +147,8 @@ async def collect_channel(
     planned = await _describe_and_store(pool, refs, metadata, report, view, channel_hint=page_url)
     known = await _known(pool, planned)
     todo = [s for s in planned if known.get(s.stream_id) is None or known[s.stream_id].chat_status != "complete"]
-    await _download_all(pool, todo, chat, report, view, max_streams=max_streams, backoff=chat_backoff)
+    await _download_all(pool, todo, chat, report, view, max_streams=max_streams, backoff=chat_backoff,
+                        batch_size=chat_batch_size)
     return report
 
 
@@ -158,6 +161,7 @@ async def update_channel(
     chat: ChatItemSource,
     max_streams: int | None = None,
     chat_backoff: Backoff | None = None,
+    chat_batch_size: int = 500,
     allow_any_host: bool = False,
     progress: Progress | None = None,
 ) -> CollectReport:
@@ -171,7 +175,8 @@ async def update_channel(
         if "://" in channel and discover is not None:
             return await collect_channel(
                 pool, channel, discover=discover, metadata=metadata, chat=chat, max_streams=max_streams,
-                chat_backoff=chat_backoff, allow_any_host=allow_any_host, progress=progress,
+                chat_backoff=chat_backoff, chat_batch_size=chat_batch_size, allow_any_host=allow_any_host,
+                progress=progress,
             )
         known = ", ".join(f"{c.name or c.channel_id} ({c.url})" for c in await all_channels(pool)) or "none yet"
         raise InputError(
@@ -184,9 +189,11 @@ async def update_channel(
     if discover is not None:
         view.stage("scrolling the streams page")
         refs = await _discover(discover, found.url, report, view)
-        before = await _known_ids(pool, refs)
-        fresh = [r for r in refs if r.stream_id not in before]
-        planned = await _describe_and_store(pool, fresh, metadata, report, view, channel_hint=found.url)
+        before = await _known(pool, refs)
+        # New, or known only from an ingested file (no channel yet): both need metadata and a row.
+        fresh = [r for r in refs if r.stream_id not in before or before[r.stream_id].channel_id is None]
+        described = await _describe_and_store(pool, fresh, metadata, report, view, channel_hint=found.url)
+        planned = [s for s in described if s.stream_id not in before or before[s.stream_id].chat_status != "complete"]
     stored = await channel_streams(pool, found.platform, found.channel_id)
     planned_ids = {s.stream_id for s in planned}
     incomplete = [
@@ -195,7 +202,7 @@ async def update_channel(
     ]
     report.retried = len(incomplete)
     await _download_all(pool, incomplete + planned, chat, report, view, max_streams=max_streams,
-                        backoff=chat_backoff)
+                        backoff=chat_backoff, batch_size=chat_batch_size)
     return report
 
 
@@ -207,22 +214,14 @@ async def _discover(discover: Discover, page_url: str, report: CollectReport, vi
     return discovery.streams
 
 
-async def _known(pool: asyncpg.Pool, planned: Sequence[PlannedStream]) -> dict[str, KnownStream]:
+async def _known(pool: asyncpg.Pool, streams: Sequence[PlannedStream | StreamRef]) -> dict[str, KnownStream]:
+    """Rows already in the database for these streams, by stream id."""
     from producers.archive.state import known_streams
 
     known: dict[str, KnownStream] = {}
-    for platform in {s.platform for s in planned}:
-        known.update(await known_streams(pool, platform, [s.stream_id for s in planned if s.platform == platform]))
+    for platform in {s.platform for s in streams}:
+        known.update(await known_streams(pool, platform, [s.stream_id for s in streams if s.platform == platform]))
     return known
-
-
-async def _known_ids(pool: asyncpg.Pool, refs: Sequence[StreamRef]) -> set[str]:
-    from producers.archive.state import known_streams
-
-    ids: set[str] = set()
-    for platform in {r.platform for r in refs}:
-        ids.update(await known_streams(pool, platform, [r.stream_id for r in refs if r.platform == platform]))
-    return ids
 
 
 async def _describe_and_store(
@@ -237,7 +236,7 @@ async def _describe_and_store(
     """Metadata for the discovered streams; channel and ended-stream rows upserted; ended streams returned."""
     from infra.repository import upsert_channel, upsert_stream
 
-    known_before = await _known_ids(pool, refs)
+    known_before = await _known(pool, refs)
     report.new = sum(1 for r in refs if r.stream_id not in known_before)
     youtube_ids = [r.stream_id for r in refs if r.platform == "youtube"]
     planned: list[PlannedStream] = []
@@ -300,6 +299,7 @@ async def _download_all(
     *,
     max_streams: int | None,
     backoff: Backoff | None,
+    batch_size: int,
 ) -> None:
     from producers.archive.download import StreamTarget, download_chat
 
@@ -313,7 +313,7 @@ async def _download_all(
         view.stream_started(stream)
         result = await download_chat(
             pool, StreamTarget(stream.platform, stream.stream_id, stream.url), chat,
-            backoff=backoff, on_items=view.items,
+            backoff=backoff, batch_size=batch_size, on_items=view.items,
         )
         report.results.append(result)
         view.stream_done(result)

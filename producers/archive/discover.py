@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra.errors import InputError, ServiceError
-from producers.archive.urls import Platform, StreamRef, channel_streams_url, check_navigable, stream_ref_from_href
+from producers.archive.urls import (
+    Platform,
+    StreamRef,
+    channel_streams_url,
+    check_navigable,
+    stream_ref_from_href,
+)
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver

@@ -161,6 +161,7 @@ async def _download_once(
         iterator = await asyncio.to_thread(lambda: iter(source(target.url, start_time=start_time)))
     except Exception as error:  # noqa: BLE001 - any failure of the source is the stream's outcome
         return error
+    cancelled = False
     try:
         while True:
             chunk, failure = await asyncio.to_thread(_take, iterator, batch_size)
@@ -174,9 +175,12 @@ async def _download_once(
                 return failure
             if len(chunk) < batch_size:
                 return None
+    except asyncio.CancelledError:
+        cancelled = True  # Ctrl-C: the worker thread may still be inside the iterator; leave it be
+        raise
     finally:
         close = getattr(iterator, "close", None)
-        if callable(close):
+        if callable(close) and not cancelled:
             await asyncio.to_thread(close)
 
 

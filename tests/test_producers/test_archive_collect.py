@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -16,6 +17,8 @@ from chat_downloader.errors import NoChatReplay
 from chat_downloader.errors import RetriesExceeded as ChatRetriesExceeded
 from googleapiclient.http import HttpMockSequence
 from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import Progress
 from typer.testing import CliRunner
 
 from infra.errors import InputError, RetriesExceeded
@@ -135,12 +138,19 @@ async def test_an_interrupted_run_is_resumed_from_the_streams_table(pool: asyncp
     chat = ChatBySource({S1: RecordedChat(recorded_items(S1), failures={1: (12, Interrupted())})})
     with pytest.raises(Interrupted):
         await collect_channel(pool, PAGE, discover=page_with(S2, S1), metadata=metadata, chat=chat,
-                              chat_backoff=NO_WAIT)
+                              chat_backoff=NO_WAIT, chat_batch_size=5)
     assert await chat_status(pool) == {S1: "pending", S2: "pending"}
+    assert await messages_per_stream(pool) == {S1: (10, 10)}  # two whole batches; the third died with the run
 
-    resumed = await update_channel(pool, PAGE, discover=None, metadata=None, chat_backoff=NO_WAIT,
-                                   chat=ChatBySource({s: RecordedChat(recorded_items(s)) for s in (S1, S2)}))
+    shown = io.StringIO()
+    with Progress(console=Console(file=shown, width=200)) as progress:
+        resumed = await update_channel(pool, PAGE, discover=None, metadata=None, chat_backoff=NO_WAIT,
+                                       chat=ChatBySource({s: RecordedChat(recorded_items(s)) for s in (S1, S2)}),
+                                       progress=progress)
     assert [r.stream_id for r in resumed.results] == [S1, S2]
+    # s1 resumed 10 s before the last saved message (item 10): items 10..21 read again, 10 of them new.
+    assert f"complete {S1}: 10 new messages, 1 rejected" in shown.getvalue()
+    assert f"complete {S2}: 20 new messages, 1 rejected" in shown.getvalue()
     assert await chat_status(pool) == {S1: "complete", S2: "complete"}
     assert await messages_per_stream(pool) == {S1: (PER_STREAM, PER_STREAM), S2: (PER_STREAM, PER_STREAM)}
 
@@ -245,3 +255,22 @@ def test_cli_refuses_other_hosts_and_needs_the_api_key(tmp_path, database_url: s
     assert nothing_to_do.exit_code == 0, nothing_to_do.output
     assert "Fixture Channel" in nothing_to_do.stdout and CHANNEL in nothing_to_do.stdout
     assert "0 / 0 / 0" in nothing_to_do.stdout
+
+
+async def test_update_adopts_a_stream_first_ingested_from_a_file(pool: asyncpg.Pool) -> None:
+    from infra.repository import save_messages
+    from producers.readers.chat_downloader import item_to_message
+
+    await upsert_channel(pool, "youtube", CHANNEL, name="Fixture Channel", url=PAGE)
+    ingested = [item_to_message(i, stream_id=S3, platform="youtube") for i in recorded_items(S3)[:6]]
+    await save_messages(pool, [m for m in ingested if m is not None], source="file")  # row: no channel, pending
+    metadata, http = api(videos_response([(S3, "none", day(3))]))
+    sources = {S3: RecordedChat(recorded_items(S3))}
+
+    report = await update_channel(pool, CHANNEL, discover=page_with(S3), metadata=metadata,
+                                  chat=ChatBySource(sources), chat_backoff=NO_WAIT)
+
+    assert http.ids == [[S3]] and report.new == 0
+    assert [(r.stream_id, r.saved) for r in report.results] == [(S3, PER_STREAM - 6)]
+    row = await pool.fetchrow("SELECT channel_id, title, chat_status FROM streams WHERE stream_id = $1", S3)
+    assert tuple(row) == (CHANNEL, f"Stream {S3}", "complete")
