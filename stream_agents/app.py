@@ -1,0 +1,216 @@
+"""The faust-streaming app: chat-messages -> viewer sequences -> donor-scores, PostgreSQL and HTTP.
+
+Run it::
+
+    donorcast worker [--workers N]          # starts embedded Kafka/PostgreSQL if not configured
+    python -m stream_agents worker -l info  # one worker; addresses from DONORCAST_* settings
+    faust -A stream_agents.app worker       # the same, through faust's own CLI
+
+`create_app(settings, bootstrap)` builds a fresh app with no global state; the module attribute
+`stream_agents.app.app` exists only for faust's `-A` option and is built on first access from
+`load_settings()` (see `__getattr__` below).
+
+Top to bottom, `create_app` declares: topics (chat-messages in; donor-scores and dead-letters out),
+the two changelog-backed tables holding viewer sequences (`sequences.py`), the runtime the agents
+share (model runner, leaderboards, metrics, history cache), the agents and timers (`agents.py`) and
+the HTTP views (`views.py`).
+
+Scale-out
+---------
+Work is split by chat-messages partition: a viewer's messages, sequence rows (both tables use the
+partition of the "stream|viewer" key) and scores all live on one partition, so workers never talk
+to each other. To use more cores, run more worker processes (`donorcast worker --workers N`, one
+per core): they join one consumer group, faust's assignor splits the partitions, and a worker that
+dies hands its partitions to the others, which rebuild its table partitions from the changelogs.
+Parallelism is capped by `DONORCAST_TOPIC_PARTITIONS` (default 4); choose it before the topics are
+created (Tansu cannot add partitions; on Kafka, adding partitions later remaps keys, so recreate
+the topics instead).
+
+The same code runs against a real multi-broker Kafka cluster: set DONORCAST_KAFKA_BOOTSTRAP to the
+brokers (host:port,host:port), create the topics with a replication factor of 3 and
+`min.insync.replicas=2` (the changelog topics faust creates follow `topic_replication_factor`,
+set it to 3 there), and start workers on as many machines as there are partitions. The Tansu
+correction (`infra.tansu_compat`) is only installed when the broker reports a Tansu cluster id.
+Processing is at-least-once (exactly-once needs transactional producers, which Tansu rejects);
+every sink is idempotent, so redelivery after a crash changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from infra.events import DeadLetter, DonorScore
+from infra.settings import Settings, load_settings
+from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, DONOR_SCORES, partitions_of, topic_name, viewer_key
+from models.registry import ModelRegistry
+from stream_agents.agents import register_agents
+from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
+from stream_agents.metrics import Metrics
+from stream_agents.model_runner import Loader, ModelRunner, default_loader
+from stream_agents.persist import PostgresSink
+from stream_agents.pipeline import Runtime
+from stream_agents.sequences import SequenceStore, viewer_key_of_slot
+from stream_agents.views import register_views
+
+
+class ViewerTable(faust.Table):
+    """A Table whose rows live on the chat-messages partition of their "stream|viewer" key.
+
+    faust would otherwise use the partition of the event being processed, which in a micro-batch
+    spanning partitions is the batch's last event; computing it from the key also lets timers
+    (expiry) delete rows outside of any event."""
+
+    slot_keys = False  # True: keys are "stream|viewer<US>slot" (viewer_slot_to_message)
+
+    def partition_for_key(self, key: Any) -> int:
+        viewer = viewer_key_of_slot(key) if self.slot_keys else key
+        return partition_for_key(viewer.encode(), self.partitions)
+
+
+class SlotTable(ViewerTable):
+    slot_keys = True
+
+
+def _table(app: faust.App, cls: type[ViewerTable], name: str, partitions: int, help: str) -> Any:
+    return app.tables.add(cls(
+        app, name=name, beacon=app.tables.beacon, partitions=partitions, help=help,
+        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+    ))
+
+
+def create_app(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    database_url: str | None = None,
+    registry: ModelRegistry | None = None,
+    loader: Loader = default_loader,
+) -> faust.App:
+    """A worker app for these settings. `database_url` defaults to settings.database_url; without
+    one the worker scores without PostgreSQL (no sink, no history)."""
+    if is_tansu(settings, bootstrap):
+        from infra import tansu_compat
+
+        tansu_compat.install()  # before the app starts: see infra/tansu_compat.py
+    partitions = settings.topic_partitions
+    datadir = Path(settings.state_dir) / "worker" / f"port-{settings.web_port}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.topic_prefix}donorcast",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",  # tables are rebuilt from their changelog topics on start
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        processing_guarantee="at_least_once",  # exactly_once needs InitProducerId v1+, which aiokafka lacks
+        consumer_auto_offset_reset="earliest",  # never "latest": Tansu's ListOffsets is wrong
+        broker_session_timeout=3,  # Tansu makes a joining member wait ~session/2
+        broker_heartbeat_interval=0.5,
+        broker_rebalance_timeout=3,
+        table_standby_replicas=0,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        datadir=str(datadir),
+        autodiscover=False,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    chat_messages = app.topic(topic_name(CHAT_MESSAGES, settings), partitions=partitions_of(CHAT_MESSAGES, settings), **raw)
+    donor_scores = app.topic(topic_name(DONOR_SCORES, settings), partitions=partitions_of(DONOR_SCORES, settings), **raw)
+    dead_letters = app.topic(topic_name(DEAD_LETTERS, settings), partitions=partitions_of(DEAD_LETTERS, settings), **raw)
+
+    headers = _table(app, ViewerTable, "viewer_to_sequence", partitions, "stream|viewer -> ViewerSequence")
+    slots = _table(app, SlotTable, "viewer_slot_to_message", partitions, "stream|viewer<US>slot -> StoredMessage")
+
+    metrics = Metrics()
+
+    def delivered(score: DonorScore) -> Any:
+        def on_delivery(_: Any) -> None:
+            if score.produced_at is not None:
+                metrics.observe_latency(time.time() - score.produced_at)
+        return on_delivery
+
+    async def send_score(score: DonorScore) -> None:
+        await donor_scores.send(key=viewer_key(score.stream_id, score.viewer_id),
+                                value=score.model_dump_json().encode(), callback=delivered(score))
+
+    async def send_dead_letter(letter: DeadLetter) -> None:
+        await dead_letters.send(key=letter.source.encode(), value=letter.model_dump_json().encode())
+
+    def owns(key: str) -> bool:
+        partition = partition_for_key(key.encode(), partitions)
+        return any(tp.partition == partition and tp.topic == chat_messages.get_topic_name()
+                   for tp in app.consumer.assignment())
+
+    rt = Runtime(
+        settings=settings,
+        store=SequenceStore(headers, slots, settings.sequence_length),
+        models=ModelRunner(registry or ModelRegistry(settings.registry_dir), threads=settings.worker_threads,
+                           loader=loader),
+        metrics=metrics,
+        send_score=send_score,
+        send_dead_letter=send_dead_letter,
+        owns=owns,
+    )
+    database_url = database_url or settings.database_url
+    sink = None
+    if database_url:
+        sink = PostgresSink(
+            bootstrap=bootstrap, database_url=database_url,
+            topics=(chat_messages.get_topic_name(), donor_scores.get_topic_name()),
+            group_id=f"{app.conf.id}-persist", metrics=metrics,
+        )
+        register_history_pool(app, rt, database_url)
+    register_agents(app, rt, chat_messages, sink)
+    register_views(app, rt, sink)
+    app.runtime = rt  # type: ignore[attr-defined] - for views added later (dashboard) and tests
+    return app
+
+
+def register_history_pool(app: faust.App, rt: Runtime, database_url: str) -> None:
+    """A small asyncpg pool for viewer-history reads, opened when the worker starts."""
+
+    @app.task
+    async def open_history_pool() -> None:
+        import asyncio
+
+        from infra.postgres import create_pool
+
+        while rt.pool is None:
+            try:
+                rt.pool = await create_pool(database_url, min_size=1, max_size=2)
+            except Exception:  # noqa: BLE001 - PostgreSQL down: score without history, try again
+                await asyncio.sleep(5)
+
+    @app.on_before_shutdown.connect
+    async def close_history_pool(sender: faust.App, **kwargs: object) -> None:
+        if rt.pool is not None:
+            await rt.pool.close()
+        rt.models.close()
+
+
+def app_from_environment(**overrides: object) -> faust.App:
+    """The app for `python -m stream_agents` and `faust -A`: settings from DONORCAST_* and the config file,
+    Kafka and PostgreSQL from the settings or the embedded services `donorcast up` left running."""
+    settings = load_settings(**overrides)
+    try:
+        database_url: str | None = resolve_database_url(settings)
+    except Exception:  # noqa: BLE001 - no PostgreSQL: the worker still scores to Kafka
+        database_url = None
+    return create_app(settings, resolve_bootstrap(settings), database_url=database_url)
+
+
+_built: dict[str, faust.App] = {}
+
+
+def __getattr__(name: str) -> faust.App:
+    # `faust -A stream_agents.app` looks up the attribute `app`: build it on first access only,
+    # so importing this module (tests, create_app users) never connects anywhere.
+    if name == "app":
+        if "app" not in _built:
+            _built["app"] = app_from_environment()
+        return _built["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

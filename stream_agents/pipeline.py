@@ -1,0 +1,166 @@
+"""What one micro-batch of chat-messages goes through, step by step; the agent in `agents.py` calls
+`process_batch` once per batch, and everything here is a plain function of the `Runtime`.
+
+Order matters only per viewer, and a viewer's records are all on one partition, read in offset order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.events import ChatMessage, DeadLetter, DonorScore
+from infra.repository import ViewerHistory
+from infra.settings import Settings
+from infra.topics import viewer_key
+from stream_agents.embed import ViewerUpdate, append_inputs, batch_origins, load_updates, reembed_stale
+from stream_agents.history import HistoryCache
+from stream_agents.leaderboard import Leaderboards
+from stream_agents.metrics import Metrics
+from stream_agents.model_runner import LoadedModel, ModelRunner
+from stream_agents.outcomes import OutcomeLog, record_paid
+from stream_agents.score import score_viewers
+from stream_agents.sequences import SequenceStore, is_idle, split_viewer_key
+from stream_agents.validate import SortedBatch
+
+log = logging.getLogger(__name__)
+
+STREAM_END_KIND = "stream_end"  # a producer's end-of-stream notice, once infra.events has that kind
+
+
+@dataclass
+class Runtime:
+    """Everything the agents, timers and views share; one per app, built by `create_app`."""
+
+    settings: Settings
+    store: SequenceStore
+    models: ModelRunner
+    metrics: Metrics
+    send_score: Callable[[DonorScore], Any]  # async: publish one score to donor-scores
+    send_dead_letter: Callable[[DeadLetter], Any]  # async: publish one dead letter
+    owns: Callable[[str], bool] = lambda key: True  # is this table key on a partition we hold?
+    boards: Leaderboards = field(default_factory=Leaderboards)
+    histories: HistoryCache = field(default_factory=HistoryCache)
+    outcomes: OutcomeLog = field(default_factory=OutcomeLog)
+    pool: Any = None  # asyncpg pool for history reads (None: scored without history)
+    processed: dict[int, int] = field(default_factory=dict)  # partition -> newest offset processed
+
+
+def is_stream_end(message: ChatMessage) -> bool:
+    return message.kind.value == STREAM_END_KIND
+
+
+def rebuild_boards(rt: Runtime) -> None:
+    rt.boards.rebuild(rt.store.items(keep=rt.owns))
+    rt.metrics.viewers.set(rt.boards.viewers)
+
+
+async def histories_for(rt: Runtime, model: LoadedModel, updates: Sequence[ViewerUpdate]
+                        ) -> dict[tuple[str, str], ViewerHistory | None]:
+    if not model.scorer.uses_history or rt.pool is None:
+        return {}
+    wanted = [(*split_viewer_key(u.key), u.header.origin or u.header.first_time or 0.0) for u in updates]
+    return await rt.histories.lookup(rt.pool, wanted)
+
+
+def save_updates(rt: Runtime, updates: dict[str, ViewerUpdate]) -> None:
+    for key, update in updates.items():
+        if update.changed:
+            rt.store.save(key, update.header)
+            rt.boards.update(key, update.header)
+    rt.metrics.viewers.set(rt.boards.viewers)
+
+
+def count_batch(rt: Runtime, batch: SortedBatch, appended: int, paid: int, duplicates: int, n_records: int) -> None:
+    m = rt.metrics
+    m.records_in.inc(n_records)
+    m.batch_size.observe(n_records)
+    m.count("sequenced", appended)
+    m.count("duplicate", duplicates)
+    m.count("paid", paid)
+    m.count("not_input", len(batch.other))
+    m.count("dead_letter", len(batch.rejected))
+    m.misrouted.inc(sum(1 for i in (*batch.inputs, *batch.paid, *batch.other) if not i.key_matches))
+    for item in (*batch.inputs, *batch.paid, *batch.other):
+        rt.processed[item.partition] = max(rt.processed.get(item.partition, -1), item.offset)
+
+
+async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_records: int) -> list[DonorScore]:
+    """Outcomes, embeddings, sequences and scores for one micro-batch; returns the scores to publish."""
+    if rt.boards.stale:
+        rebuild_boards(rt)
+    updates = load_updates(rt.store, [i.key for i in (*batch.inputs, *batch.paid)])
+    paid, paid_duplicates = record_paid(updates, batch.paid, rt.boards, rt.outcomes)
+    touched = {i.key: updates[i.key] for i in batch.inputs}
+    started = time.perf_counter()
+    reembedded = await reembed_stale(rt.models, model, rt.store, touched)
+    origins = batch_origins(batch.inputs, {i.message.stream_id: rt.boards.origin(i.message.stream_id)
+                                           for i in batch.inputs})
+    appended = await append_inputs(rt.models, model, rt.store, updates, batch.inputs, origins)
+    rt.metrics.embed_seconds.observe(time.perf_counter() - started)
+    rt.metrics.embedded.inc(appended + reembedded)
+    started = time.perf_counter()
+    histories = await histories_for(rt, model, list(touched.values()))
+    scores = await score_viewers(rt.models, model, rt.boards, list(touched.values()), histories)
+    rt.metrics.score_seconds.observe(time.perf_counter() - started)
+    save_updates(rt, updates)
+    duplicates = paid_duplicates + sum(u.duplicates for u in touched.values())
+    count_batch(rt, batch, appended, paid, duplicates, n_records)
+    for stream_id in {i.message.stream_id for i in batch.other if is_stream_end(i.message)}:
+        expire_stream(rt, stream_id, reason="stream_end")
+    return scores
+
+
+async def publish(rt: Runtime, batch: SortedBatch, scores: Sequence[DonorScore]) -> None:
+    for letter in batch.rejected:
+        log.warning("dead letter %s: %s", letter.location, letter.reason)
+        await rt.send_dead_letter(letter)
+    for score in scores:
+        await rt.send_score(score)
+    rt.metrics.scored.inc(len(scores))
+
+
+# ---------------------------------------------------------------- expiry
+
+def expire_viewer(rt: Runtime, key: str, reason: str) -> None:
+    rt.store.delete(key)
+    rt.boards.remove(key)
+    rt.metrics.expired.labels(reason).inc()
+
+
+def expire_stream(rt: Runtime, stream_id: str, reason: str) -> int:
+    board = rt.boards.streams.get(stream_id)
+    keys = [f"{stream_id}|{viewer_id}" for viewer_id in (board.entries if board else {})]
+    for key in keys:
+        if rt.owns(key):
+            expire_viewer(rt, key, reason)
+    rt.histories.forget_stream(stream_id)
+    rt.outcomes.forget_stream(stream_id)
+    rt.metrics.viewers.set(rt.boards.viewers)
+    return len(keys)
+
+
+def expire_idle(rt: Runtime, now: float | None = None) -> int:
+    """Delete sequences idle longer than settings.viewer_idle_seconds (stream or wall time)."""
+    now = time.time() if now is None else now
+    expired = 0
+    for stream_id, board in rt.boards:
+        clock = board.clock
+        for viewer_id, entry in list(board.entries.items()):
+            key = f"{stream_id}|{viewer_id}"
+            if rt.owns(key) and is_idle(entry, now=now, stream_clock=clock,
+                                        idle_seconds=rt.settings.viewer_idle_seconds):
+                expire_viewer(rt, key, "idle")
+                expired += 1
+        if stream_id not in rt.boards.streams:
+            rt.histories.forget_stream(stream_id)
+            rt.outcomes.forget_stream(stream_id)
+    rt.metrics.viewers.set(rt.boards.viewers)
+    return expired
+
+
+def score_key(score: DonorScore) -> bytes:
+    return viewer_key(score.stream_id, score.viewer_id)

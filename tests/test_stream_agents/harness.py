@@ -1,0 +1,218 @@
+"""Helpers for the worker tests: synthetic chat, a worker subprocess, and readers of its outputs.
+
+Everything here talks to the real services: messages go through `producers.publisher.KafkaPublisher`
+into the real chat-messages topic, the worker is a real process (so kill -9 is real), and outputs are
+read back from Kafka topics, the worker's HTTP endpoints and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from infra.events import ChatMessage, MessageKind
+from infra.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DONOR_LINES = ("love this stream", "thanks for the content", "amazing play", "I support you")
+OTHER_LINES = ("lol", "what game is this", "gg", "hello chat", "first time here", "nice", "KEKW")
+
+
+# ---------------------------------------------------------------- synthetic chat
+
+def synthetic_stream(stream_id: str, *, viewers: int, messages: int, donors: int, seed: int = 0,
+                     start: datetime | None = None) -> list[ChatMessage]:
+    """A stream in time order: donors (the first `donors` viewers) chat warmly and pay once midway."""
+    rng = random.Random(seed)
+    start = start or datetime(2026, 3, 1, 18, 0, tzinfo=UTC)
+    out, paid = [], set()
+    for i in range(messages):
+        viewer = rng.randrange(viewers)
+        is_donor = viewer < donors
+        t = start + timedelta(seconds=i * 0.5)
+        text = rng.choice(DONOR_LINES if is_donor and rng.random() < 0.7 else OTHER_LINES)
+        out.append(ChatMessage(
+            stream_id=stream_id, message_id=f"{stream_id}-m{i}", timestamp=t, offset_seconds=i * 0.5,
+            author_id=f"UC{viewer:05d}", author_name=f"viewer {viewer}", text=text,
+        ))
+        if is_donor and viewer not in paid and i > messages // 2:
+            paid.add(viewer)
+            out.append(ChatMessage(
+                stream_id=stream_id, message_id=f"{stream_id}-p{i}", timestamp=t, offset_seconds=i * 0.5,
+                author_id=f"UC{viewer:05d}", author_name=f"viewer {viewer}", text="take my money",
+                kind=MessageKind.PAID_MESSAGE, amount=5.0, currency="USD", amount_text="$5.00",
+            ))
+    return out
+
+
+MALFORMED = (
+    b"not json at all",
+    b'{"stream_id": "s", "message_id": "x"}',  # no timestamp
+    json.dumps({"stream_id": "s", "message_id": "y", "timestamp": "2026-03-01T18:00:00Z",
+                "kind": "paid_message", "text": "no amount"}).encode(),
+    json.dumps({"stream_id": "s", "message_id": "z", "timestamp": "1970-01-01T00:00:00Z"}).encode(),
+)
+
+
+def reference_sequences(messages: Iterable[ChatMessage], capacity: int) -> dict[tuple[str, str], list[str]]:
+    """(stream, viewer) -> ids of the last `capacity` model-input messages, oldest first."""
+    held: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for m in messages:
+        if m.is_model_input:
+            ids = held[(m.stream_id, m.viewer_id)]
+            if m.message_id not in ids:
+                ids.append(m.message_id)
+                del ids[:-capacity]
+    return dict(held)
+
+
+async def publish(settings: Settings, messages: Sequence[ChatMessage], raw: Sequence[bytes] = ()) -> None:
+    """Valid messages through the project's publisher; malformed records straight onto the topic."""
+    from aiokafka import AIOKafkaProducer
+
+    from infra.topics import CHAT_MESSAGES, topic_name
+    from producers.publisher import KafkaPublisher
+
+    async with KafkaPublisher(settings) as publisher:
+        for message in messages:
+            await publisher.publish(message)
+    if raw:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for value in raw:
+                await producer.send_and_wait(topic_name(CHAT_MESSAGES, settings), value=value, key=b"junk|junk")
+        finally:
+            await producer.stop()
+
+
+async def read_topic(settings: Settings, spec: Any, *, timeout: float = 10.0, expect: int | None = None) -> list[Any]:
+    """Every record of a topic (all partitions, from the start), read without a consumer group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from infra.topics import partitions_of, topic_name
+
+    name = topic_name(spec, settings)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        consumer.assign([TopicPartition(name, p) for p in range(partitions_of(spec, settings))])
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            got = [r for items in batch.values() for r in items]
+            records.extend(got)
+            if got:
+                quiet_since = time.monotonic()
+            if expect is not None and len(records) >= expect:
+                break
+            if expect is None and time.monotonic() - quiet_since > 1.5:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+# ---------------------------------------------------------------- a worker process
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 5.0) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:  # noqa: S310 - loopback
+            body = response.read()
+        return json.loads(body) if path != "/metrics" else body.decode()
+
+    def post(self, path: str, payload: Any, timeout: float = 30.0) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def summary(self) -> dict[str, Any]:
+        return self.get("/metrics/summary")
+
+    def wait_until(self, condition: Any, timeout: float, what: str, poll: float = 0.5) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                last = self.summary()
+                if condition(last):
+                    return last
+            except OSError:
+                pass
+            time.sleep(poll)
+        raise AssertionError(f"timed out waiting for {what}; last summary {last}\n{self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        return self.wait_until(lambda s: s["model_version"] is not None, timeout, "the worker to serve a model")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_worker(settings: Settings, port: int, log_path: Path, *, model_double: bool) -> WorkerProcess:
+    """`python -m stream_agents worker` (or its scorer-double twin) with this test's settings in its env."""
+    env = dict(os.environ)
+    env.update({
+        "DONORCAST_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "DONORCAST_DATABASE_URL": settings.database_url or "",
+        "DONORCAST_TOPIC_PREFIX": settings.topic_prefix,
+        "DONORCAST_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "DONORCAST_STATE_DIR": str(settings.state_dir),
+        "DONORCAST_WEB_PORT": str(port),
+        "DONORCAST_SEQUENCE_LENGTH": str(settings.sequence_length),
+        "PYTHONPATH": str(REPO_ROOT),
+    })
+    module = "tests.test_stream_agents.fake_model_worker" if model_double else "stream_agents"
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
+        [sys.executable, "-m", module, "worker", "--loglevel", "info"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    return WorkerProcess(process, port, log_path)
