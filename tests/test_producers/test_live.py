@@ -31,7 +31,7 @@ from producers.live import (
     stream_id_from_url,
 )
 from producers.publisher import KafkaPublisher
-from tests.test_producers.kafka_reader import read_topic
+from tests.test_producers.kafka_reader import TopicReader, read_topic
 
 VIDEO = "dQw4w9WgXcQ"
 URL = f"https://www.youtube.com/watch?v={VIDEO}"
@@ -139,7 +139,11 @@ async def test_failure_midway_reconnects_without_duplicates(topics: Settings) ->
     assert not stats.ended and stop_seconds < 2.0  # a clean, prompt stop while the iterator blocked
 
     expected_ids = {it["message_id"] for it in items if it["message_type"] == "text_message" or it["message_type"] == "paid_message"} - {"broken-1"}
-    records = await read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), 30, settle=1.0)
+    chat_topic, dead_topic = topic_name(CHAT_MESSAGES, topics), topic_name(DEAD_LETTERS, topics)
+    async with TopicReader(topics.kafka_bootstrap, chat_topic, dead_topic) as reader:
+        everything = await reader.read(31, settle=1.0)
+    records = [r for r in everything if r.topic == chat_topic]
+    letters = [r for r in everything if r.topic == dead_topic]
     events = [parse_chat_message(r.value) for r in records]
     assert len(events) == 30 and {e.message_id for e in events} == expected_ids
     paid = [e for e in events if e.kind is MessageKind.PAID_MESSAGE]
@@ -149,7 +153,7 @@ async def test_failure_midway_reconnects_without_duplicates(topics: Settings) ->
     assert {r["message_id"] for r in rows} == expected_ids and stats.saved == 30  # PostgreSQL too
     assert stream["url"] == URL and stream["status"] == "live"
 
-    letters = await read_topic(topics.kafka_bootstrap, topic_name(DEAD_LETTERS, topics), 1)
+    assert len(letters) == 1
     letter = DeadLetter.model_validate_json(letters[0].value)
     assert letter.source == "producers.live" and "timestamp" in letter.reason and "broken-1" in letter.raw
     assert letter.location == f"{URL}#connection 1 item 14"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,7 @@ from infra.kafka import EmbeddedKafka, ensure_topics, free_port
 from infra.settings import Settings, load_settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, topic_name, viewer_key
 from producers.publisher import KafkaPublisher
-from tests.test_producers.kafka_reader import read_topic
+from tests.test_producers.kafka_reader import TopicReader, read_topic
 
 T0 = datetime(2024, 5, 1, 18, 0, tzinfo=UTC)
 
@@ -67,12 +69,14 @@ async def test_dead_letters_land_on_dead_letters_topic(topics: Settings) -> None
         await publisher.publish(chat("s1", "UCa", 0))
     assert publisher.counters.dead_letters == 1 and publisher.counters.sent == 2
 
-    records = await read_topic(topics.kafka_bootstrap, topic_name(DEAD_LETTERS, topics), 1)
-    assert len(records) == 1
-    assert records[0].key == b"test.reader"
-    assert DeadLetter.model_validate_json(records[0].value) == letter
-    chat_records = await read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), 1)
-    assert [parse_chat_message(r.value).message_id for r in chat_records] == ["s1-UCa-0"]
+    dead_topic, chat_topic = topic_name(DEAD_LETTERS, topics), topic_name(CHAT_MESSAGES, topics)
+    async with TopicReader(topics.kafka_bootstrap, dead_topic, chat_topic) as reader:
+        records = await reader.read(2, settle=0.5)
+    letters = [r for r in records if r.topic == dead_topic]
+    assert len(letters) == 1 and len(records) == 2
+    assert letters[0].key == b"test.reader"
+    assert DeadLetter.model_validate_json(letters[0].value) == letter
+    assert [parse_chat_message(r.value).message_id for r in records if r.topic == chat_topic] == ["s1-UCa-0"]
 
 
 async def test_unreachable_broker_names_address_and_setting(tmp_path) -> None:
@@ -100,7 +104,7 @@ async def test_broker_lost_midway_is_retried_then_surfaced(tmp_path) -> None:
                 await publisher.publish(chat("s1", "UCa", 0))
                 await publisher.flush()
                 assert publisher.counters.sent == 1
-                broker.stop()
+                os.kill(record.pid, signal.SIGKILL)  # the broker crashes
                 started = time.monotonic()
                 for seq in range(1, 1000):  # raises once the first record has failed for good
                     await publisher.publish(chat("s1", "UCa", seq))

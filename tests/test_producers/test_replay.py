@@ -235,9 +235,16 @@ def test_cli_replays_a_file_and_dead_letters_its_broken_record(topics: Settings,
     assert "replayed 12 messages of 1 stream(s) at max" in result.stdout
     assert "1 rejected record(s) sent to dead-letters" in result.stdout
 
-    records = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), 12, settle=0.5))
+    chat_topic, dead_topic = topic_name(CHAT_MESSAGES, topics), topic_name(DEAD_LETTERS, topics)
+
+    async def read_both() -> list:
+        async with TopicReader(topics.kafka_bootstrap, chat_topic, dead_topic) as reader:
+            return await reader.read(13, settle=0.5)
+
+    everything = asyncio.run(read_both())
+    records = [r for r in everything if r.topic == chat_topic]
+    letters = [r for r in everything if r.topic == dead_topic]
     assert sorted(parse_chat_message(r.value).message_id for r in records) == sorted(i["message_id"] for i in items)
-    letters = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(DEAD_LETTERS, topics), 1, settle=0.5))
     assert len(letters) == 1
     letter = DeadLetter.model_validate_json(letters[0].value)
     assert letter.location == f"{path}#item 6"
