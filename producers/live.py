@@ -319,8 +319,10 @@ class LiveProducer:
                 self._report()
                 await _wait(stop, self.backoff.delay(max(failures, empty_ends, 1)))
         finally:
-            await self.publisher.flush()
-            await self._save(force=True)
+            try:
+                await self.publisher.flush()
+            finally:
+                await self._save(force=True)  # even when Kafka failed: PostgreSQL may still take them
         return self.stats
 
     async def _one_connection(self, stop: asyncio.Event) -> tuple[str, BaseException | None]:
