@@ -174,7 +174,10 @@ class SeedSqliteReader(ChatReader):
         offset_text = _value(row["ListofTimes"])
         if offset_text is None:
             raise ValueError("ListofTimes: missing")
-        offset = float(offset_text)
+        try:
+            offset = float(offset_text)
+        except ValueError:
+            raise ValueError(f"ListofTimes: {offset_text!r} is not a number of seconds") from None
         badge = _value(row["ListofBadges"])
         text = row["ListofMessages"]
         if text == MISSING and kind is MessageKind.PAID_STICKER:

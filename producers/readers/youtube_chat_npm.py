@@ -55,7 +55,10 @@ def _timestamp(value: object) -> datetime:
         return _EPOCH + timedelta(milliseconds=value)
     if not isinstance(value, str) or not value:
         raise ValueError("timestamp: missing")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"timestamp: {value!r} is not an ISO 8601 time") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

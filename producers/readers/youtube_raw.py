@@ -122,6 +122,8 @@ class YouTubeRawReader(ChatDownloaderReader):
     def _documents(self, text: str) -> Iterator[tuple[str, object | None, str | None, str]]:
         """(location, document, error, raw): one per line (yt-dlp), per array item, or the file."""
         stripped = text.lstrip()
+        if not stripped:
+            return
         if stripped.startswith("[") or is_json_lines(text):
             array = stripped.startswith("[")
             for number, value, error, raw in iter_json_records(text):
