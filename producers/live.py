@@ -131,7 +131,11 @@ def chat_downloader_iterator(target: LiveTarget) -> ChatIterable:
     from chat_downloader import ChatDownloader
 
     groups = MESSAGE_GROUPS.get(target.platform, ["messages"])
-    return ChatDownloader().get_chat(target.url, message_groups=groups)  # type: ignore[no-any-return]
+    # interruptible_retry would read stdin ("press Enter") from our worker thread; and a few quick
+    # attempts are enough because a failed connection comes back to our own capped back-off.
+    return ChatDownloader().get_chat(  # type: ignore[no-any-return]
+        target.url, message_groups=groups, interruptible_retry=False, max_attempts=3
+    )
 
 
 def is_permanent(error: BaseException) -> bool:
