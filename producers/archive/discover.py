@@ -158,7 +158,7 @@ def discover_streams(
     platform = check_navigable(page_url, allow_any_host=allow_any_host) or platform or "youtube"
     with driver_factory() as driver:
         driver.set_page_load_timeout(policy.page_load_timeout_seconds)
-        driver.get(page_url)
+        _open(driver, page_url)
         # A redirect (consent wall, moved channel) must not take us off the allowed hosts either.
         try:
             check_navigable(driver.current_url, allow_any_host=allow_any_host)
@@ -169,6 +169,18 @@ def discover_streams(
         report = scroll_to_end(driver, policy)
         streams = read_stream_tiles(driver, selectors, platform)
     return Discovery(page_url=page_url, streams=streams, scroll=report)
+
+
+def _open(driver: WebDriver, page_url: str) -> None:
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        driver.get(page_url)
+    except WebDriverException as error:  # net::ERR_NAME_NOT_RESOLVED, ERR_CONNECTION_REFUSED, load timeout
+        reason = (error.msg or type(error).__name__).splitlines()[0]
+        raise ServiceError(f"Chromium could not load {page_url} ({reason}); is the network reachable?") from None
+    if driver.current_url.startswith("chrome-error://"):
+        raise ServiceError(f"Chromium could not load {page_url}; is the network reachable?")
 
 
 def wait_for_tiles(driver: WebDriver, selectors: Sequence[str], timeout: float) -> bool:

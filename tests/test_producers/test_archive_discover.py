@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.errors import InputError
+from infra.errors import InputError, ServiceError
 from producers.archive.discover import (
     TILE_SELECTORS,
     ScrollPolicy,
@@ -114,6 +114,19 @@ def test_a_fresh_browser_is_always_quit(loopback: str) -> None:
     assert len(found.streams) == len(EXPECTED_IDS)
     process = drivers[0].service.process
     assert process is None or process.poll() is not None  # chromedriver (and its Chromium) is gone
+
+
+@pytest.mark.browser
+@needs_browser
+def test_an_unreachable_page_is_a_clear_service_error(browser) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ServiceError, match=f"could not load http://127.0.0.1:{port}/"):
+        discover_streams(f"http://127.0.0.1:{port}/", driver_factory=lambda: contextlib.nullcontext(browser),
+                         policy=FAST, allow_any_host=True)
 
 
 @pytest.mark.parametrize(
