@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import asyncpg
     from rich.progress import Progress
 
+    from infra.settings import Settings
     from producers.archive.backoff import Backoff
     from producers.archive.discover import Discovery
     from producers.archive.download import ChatItemSource, DownloadResult
@@ -380,10 +381,10 @@ def update_command(
     _print_report(report, title=f"update {channel}")
 
 
-def _metadata_client(settings: object, *, needed: bool) -> YouTubeMetadata | None:
+def _metadata_client(settings: Settings, *, needed: bool) -> YouTubeMetadata | None:
     from producers.archive.metadata import YouTubeMetadata
 
-    key = getattr(settings, "youtube_api_key", None)
+    key = settings.youtube_api_key
     if key is None or not key.get_secret_value().strip():
         if needed:
             raise InputError("collecting a YouTube channel needs the YouTube Data API: set DONORCAST_YOUTUBE_API_KEY")
@@ -403,7 +404,7 @@ def _chat_source() -> ChatItemSource:
     return chat_downloader_source()
 
 
-def _run(settings: object, job: Callable[[asyncpg.Pool, Progress], object]) -> CollectReport:
+def _run(settings: Settings, job: Callable[[asyncpg.Pool, Progress], Awaitable[CollectReport]]) -> CollectReport:
     """Start (or find) PostgreSQL, migrate, run the job under a progress display, stop what we started."""
     from rich.progress import (
         BarColumn,
@@ -425,11 +426,11 @@ def _run(settings: object, job: Callable[[asyncpg.Pool, Progress], object]) -> C
             await migrate(pool)
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), console=console, transient=False) as progress:
-                return await job(pool, progress)  # type: ignore[misc]
+                return await job(pool, progress)
         finally:
             await pool.close()
 
-    with running_services(settings, kafka=False) as endpoints:  # type: ignore[arg-type]
+    with running_services(settings, kafka=False) as endpoints:
         assert endpoints.database_url is not None
         return asyncio.run(main(endpoints.database_url))
 
