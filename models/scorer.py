@@ -251,8 +251,9 @@ class DonorScorer:
 
         from models.onnx_encoder import OnnxEncoder
 
+        # "runtime_encoder" names the encoder file the classifier was trained on (int8 by default).
         encoder = OnnxEncoder.load(
-            version.file("encoder_onnx_int8"), version.file("encoder_dir"),
+            version.file(version.manifest.get("runtime_encoder", "encoder_onnx_int8")), version.file("encoder_dir"),
             threads=threads, max_length=int(version.manifest.get("encoder_max_length", 64)),
         )
         options = ort.SessionOptions()

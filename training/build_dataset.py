@@ -220,13 +220,13 @@ class _ViewerFacts:
 
 
 @dataclass
-class _Compact:
+class CompactStream:
     info: StreamInfo
     viewers: dict[str, _ViewerFacts]
     activity: list[tuple[float, str, bool, bool, float, bool]]  # ts, viewer, text?, paid?, amount, member?
 
 
-def _compact(stream: StreamData, config: DatasetConfig) -> _Compact | None:
+def compact_stream(stream: StreamData, config: DatasetConfig) -> CompactStream | None:
     """Everything a stream contributes, without keeping its ChatMessage objects alive."""
     messages = sorted(stream.messages, key=lambda m: m.timestamp)
     if not messages:
@@ -255,10 +255,10 @@ def _compact(stream: StreamData, config: DatasetConfig) -> _Compact | None:
         stream_id=stream.stream_id, source=stream.source, group=stream.group, title=stream.title,
         start=start, end=messages[-1].timestamp, n_messages=len(messages), n_viewers=len(viewers),
     )
-    return _Compact(info=info, viewers=dict(viewers), activity=activity)
+    return CompactStream(info=info, viewers=dict(viewers), activity=activity)
 
 
-def _histories(compacts: list[_Compact]) -> list[dict[str, ViewerHistory]]:
+def histories_before(compacts: list[CompactStream]) -> list[dict[str, ViewerHistory]]:
     """Per stream: each of its viewers' history from other streams' messages before its start."""
     events = sorted((ts, viewer, index, text, paid, amount, member)
                     for index, c in enumerate(compacts)
@@ -333,14 +333,14 @@ def _samples_for(track: ViewerTrack, index: int, grid: np.ndarray, config: Datas
 def build_dataset(streams: Iterable[StreamData], config: DatasetConfig | None = None) -> Dataset:
     """Samples, splits and fingerprint from any iterable of streams (a generator keeps memory low)."""
     config = config or DatasetConfig()
-    compacts = [c for c in (_compact(s, config) for s in streams) if c is not None]
+    compacts = [c for c in (compact_stream(s, config) for s in streams) if c is not None]
     by_id = Counter(c.info.stream_id for c in compacts)
     if duplicated := [sid for sid, n in by_id.items() if n > 1]:
         raise ValueError(f"stream ids appear more than once: {', '.join(duplicated[:5])}")
     compacts.sort(key=lambda c: (c.info.start, c.info.stream_id))
     infos = [c.info for c in compacts]
     assign_splits(infos, config)
-    histories = _histories(compacts)
+    histories = histories_before(compacts)
 
     tracks: list[ViewerTrack] = []
     samples: list[Sample] = []

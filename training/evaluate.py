@@ -286,14 +286,14 @@ def evaluate_command(
     from training.train_classifier import evaluate_version, load_streams
 
     settings = settings_from(ctx)
-    version = _resolve_version(settings, model)
+    version = resolve_version(settings, model)
     streams = load_streams(settings, files=data or [], simulate=simulate, seed=seed)
     report = evaluate_version(settings, version, streams, out_dir=out or version.path / "evaluation")
     Console(stderr=True).print(f"report: {report}")
     print(report.read_text())
 
 
-def _resolve_version(settings: Any, name: str | None) -> Any:
+def resolve_version(settings: Any, name: str | None) -> Any:
     from infra.errors import ModelNotFound
     from models.registry import ModelRegistry
 

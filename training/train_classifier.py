@@ -113,10 +113,12 @@ def _link_file(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
-def load_embedder(files: EncoderFiles, *, threads: int = 1, batch_size: int = 64) -> EmbedFn:
+def load_embedder(files: EncoderFiles, *, runtime: str = "encoder_onnx_int8", threads: int = 1,
+                  batch_size: int = 64) -> EmbedFn:
     from models.onnx_encoder import OnnxEncoder
 
-    encoder = OnnxEncoder.load(files.onnx_int8, files.encoder_dir, threads=threads, max_length=files.max_length)
+    onnx = files.onnx_int8 if runtime == "encoder_onnx_int8" else files.onnx
+    encoder = OnnxEncoder.load(onnx, files.encoder_dir, threads=threads, max_length=files.max_length)
     return lambda texts: encoder.embed(list(texts), batch_size=batch_size)
 
 
@@ -306,10 +308,15 @@ class FitConfig:
     # encoder and runtime
     encoder_dir: Path | None = None  # default: packaged all-MiniLM-L6-v2
     encoder_max_length: int = 64
+    # The encoder file training embeds with and DonorScorer loads. int8 is faster, but ONNX Runtime's
+    # dynamic quantisation scales activations per batch tensor, so a text's vector depends a little
+    # on the texts batched with it; "encoder_onnx" (fp32) is batch-invariant.
+    runtime_encoder: Literal["encoder_onnx_int8", "encoder_onnx"] = "encoder_onnx_int8"
     embed_batch_size: int = 64
     threads: int = 1
     baselines: bool = True
     report_dir: Path | None = None
+    cache_dir: Path | None = None  # ONNX exports + embeddings; default <state_dir>/cache
     progress: bool = True
     note: str = ""
 
@@ -476,7 +483,7 @@ def _write_version(
                   "classifier_pt": "classifier.pt", "classifier_onnx": "classifier.onnx"},
         "classifier_config": model.config.to_dict(),
         "onnx_parity_max_abs_logit": parity,
-        "encoder_key": files.key,
+        "encoder_key": f"{files.key}-{manifest['runtime_encoder']}",
         "encoder_max_length": files.max_length,
     }
     return registry.commit(version, manifest)
@@ -535,10 +542,11 @@ def main(
     seconds["dataset"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    cache_dir = settings.state_dir / "cache"
+    cache_dir = config.cache_dir or settings.state_dir / "cache"
     files = prepare_encoder(config.encoder_dir or default_base_model_dir(), cache_dir, config.encoder_max_length)
-    embed = load_embedder(files, threads=config.threads, batch_size=config.embed_batch_size)
-    cache = EmbeddingCache(cache_dir, files.key)
+    embed = load_embedder(files, runtime=config.runtime_encoder, threads=config.threads,
+                          batch_size=config.embed_batch_size)
+    cache = EmbeddingCache(cache_dir, f"{files.key}-{config.runtime_encoder}")
     base_features = config.dataset.feature_config(use_extras=config.use_extras, use_history=False)
     every = [s for name in ("train", "val", "test") for s in split_samples[name]]
     all_features = build_features(dataset, every, base_features, embed, cache, progress=config.progress)
@@ -584,7 +592,9 @@ def main(
             "label": config.dataset.label, "track": track, "feature_config": features.to_dict(),
             "dataset_config": asdict(config.dataset), "data_fingerprint": dataset.fingerprint,
             "dataset_summary": summary, "threshold": threshold, "base_model": str(files.encoder_dir),
-            "training": {k: v for k, v in asdict(config).items() if k not in ("dataset", "encoder_dir", "report_dir")},
+            "runtime_encoder": config.runtime_encoder,
+            "training": {k: v for k, v in asdict(config).items()
+                         if k not in ("dataset", "encoder_dir", "report_dir", "cache_dir")},
             "training_log": train_log,
             "streams": {split: [s.stream_id for s in dataset.streams if s.split == split] for split in ("train", "val", "test")},
             "metrics": {"val_pr_auc": train_log["val_pr_auc"]},
@@ -611,7 +621,7 @@ def main(
             name = "transformer" + ("+history" if track == "history" else "")
             test_metrics = {s.title: s.metrics.get(name, {}) for s in sections if name in s.metrics}
             result.test_metrics = next(iter(test_metrics.values()), {})
-            _update_manifest(result.version, {"metrics": {"val_pr_auc": result.val_pr_auc, **result.test_metrics,
+            update_manifest(result.version, {"metrics": {"val_pr_auc": result.val_pr_auc, **result.test_metrics,
                                                           "test_sections": test_metrics},
                                               "report": str(report)})
             result.version = ModelRegistry(settings.registry_dir).get(result.version.version)
@@ -624,7 +634,7 @@ def main(
                       seconds=seconds)
 
 
-def _update_manifest(version: ModelVersion, changes: dict[str, Any]) -> None:
+def update_manifest(version: ModelVersion, changes: dict[str, Any]) -> None:
     """Add test metrics after the report exists (the files list is unchanged)."""
     from models.registry import ModelRegistry
 
@@ -659,7 +669,7 @@ def score_version(version: ModelVersion, dataset: Dataset, samples: Sequence[Sam
 
 
 def evaluate_version(settings: Settings, version: ModelVersion, streams: Iterable[StreamData], *,
-                     out_dir: Path, baselines: bool = True) -> Path:
+                     out_dir: Path, baselines: bool = True, cache_dir: Path | None = None) -> Path:
     """Rebuild the version's dataset from `streams`, score its test split via ONNX, refit baselines."""
     from training.baselines import fit_baselines
     from training.build_dataset import build_dataset
@@ -671,7 +681,7 @@ def evaluate_version(settings: Settings, version: ModelVersion, streams: Iterabl
         from infra.errors import InputError
 
         raise InputError("the data has no test split (too few streams)")
-    cache_dir = settings.state_dir / "cache"
+    cache_dir = cache_dir or settings.state_dir / "cache"
     scorer, test_features = version_features(version, dataset, split["test"], cache_dir)
     scores = scorer.score([test_features.sequence(i) for i in range(len(test_features))])
     track = version.manifest.get("track", "chat")
