@@ -43,8 +43,7 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
     @app.timer(MODEL_POLL_SECONDS)
     async def watch_promoted_model() -> None:
         """Swap in a newly promoted model without a restart."""
-        if await rt.models.refresh() and rt.models.current is not None:
-            rt.metrics.set_model(rt.models.current.version)
+        await rt.models.refresh()
         rt.metrics.set_degraded("model", rt.models.last_error is not None)
 
     @app.timer(EXPIRY_SECONDS)

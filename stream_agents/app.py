@@ -78,7 +78,7 @@ class SlotTable(ViewerTable):
 def _table(app: faust.App, cls: type[ViewerTable], name: str, partitions: int, help: str) -> Any:
     return app.tables.add(cls(
         app, name=name, beacon=app.tables.beacon, partitions=partitions, help=help,
-        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        key_type=str, value_type=bytes,  # faust picks json for str keys and raw bytes for values
     ))
 
 
@@ -149,7 +149,7 @@ def create_app(
         settings=settings,
         store=SequenceStore(headers, slots, settings.sequence_length),
         models=ModelRunner(registry or ModelRegistry(settings.registry_dir), threads=settings.worker_threads,
-                           loader=loader),
+                           loader=loader, on_load=lambda model: metrics.set_model(model.version)),
         metrics=metrics,
         send_score=send_score,
         send_dead_letter=send_dead_letter,

@@ -47,8 +47,10 @@ class LoadedModel:
 
 
 class ModelRunner:
-    def __init__(self, registry: ModelRegistry, *, threads: int = 1, loader: Loader = default_loader) -> None:
+    def __init__(self, registry: ModelRegistry, *, threads: int = 1, loader: Loader = default_loader,
+                 on_load: Callable[[LoadedModel], None] = lambda model: None) -> None:
         self.registry = registry
+        self._on_load = on_load
         self.threads = threads
         self._loader = loader
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="donorcast-model")
@@ -75,6 +77,7 @@ class ModelRunner:
             return False
         self.current = LoadedModel(scorer=scorer, version=version.version, space=space)
         self.last_error = None
+        self._on_load(self.current)
         log.info("serving model %s (embedding space %s)", version.version, space)
         return True
 

@@ -216,3 +216,67 @@ def start_worker(settings: Settings, port: int, log_path: Path, *, model_double:
     )
     log.close()
     return WorkerProcess(process, port, log_path)
+
+
+class BackgroundPublisher:
+    """Publish messages from a thread (its own event loop) at about `rate` per second, so a test can
+    kill and restart the worker while the replay is still going."""
+
+    def __init__(self, settings: Settings, messages: Sequence[ChatMessage], rate: float, raw: Sequence[bytes] = ()):
+        import threading
+
+        self.settings, self.messages, self.rate, self.raw = settings, messages, rate, raw
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> BackgroundPublisher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.join()
+
+    def join(self, timeout: float = 120.0) -> None:
+        self.thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        import asyncio
+
+        async def paced() -> None:
+            from producers.publisher import KafkaPublisher
+
+            async with KafkaPublisher(self.settings) as publisher:
+                started = time.monotonic()
+                for i, message in enumerate(self.messages):
+                    await publisher.publish(message)
+                    ahead = i / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            if self.raw:
+                await publish(self.settings, [], raw=self.raw)
+
+        try:
+            asyncio.run(paced())
+        except BaseException as error:  # noqa: BLE001 - re-raised in join()
+            self.error = error
+
+
+async def postgres_state(pool: Any) -> dict[str, Any]:
+    return {
+        "messages": await pool.fetchval("SELECT count(*) FROM chat_messages"),
+        "distinct_messages": await pool.fetchval("SELECT count(DISTINCT (platform, message_id)) FROM chat_messages"),
+        "scores": await pool.fetchval("SELECT count(*) FROM viewer_scores"),
+        "score_keys": {
+            (r["stream_id"], r["viewer_id"], r["event_time"], r["n_messages"], r["model_version"])
+            for r in await pool.fetch(
+                "SELECT stream_id, viewer_id, event_time, n_messages, model_version FROM viewer_scores")
+        },
+        "latest": {(r["stream_id"], r["viewer_id"]): r["n_messages"]
+                   for r in await pool.fetch("SELECT stream_id, viewer_id, n_messages FROM viewer_scores_latest")},
+    }
+
+
+def score_key(score: Any) -> tuple[Any, ...]:
+    return (score.stream_id, score.viewer_id, score.event_time, score.n_messages, score.model_version)
