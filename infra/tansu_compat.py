@@ -23,8 +23,8 @@ PROBE_TIMEOUT_SECONDS = 15.0
 async def _true_highwaters(self: Any, partitions: Any) -> dict[Any, int]:
     import aiokafka
 
-    consumer = self._ensure_consumer()
-    if consumer.in_transaction:
+    consumer = self._ensure_consumer()  # the aiokafka consumer; self.consumer is faust's own
+    if self.consumer.in_transaction:
         return {tp: consumer.last_stable_offset(tp) for tp in partitions}
     ends = dict(await consumer.end_offsets(partitions))
     nonempty = [tp for tp in partitions if ends.get(tp)]
