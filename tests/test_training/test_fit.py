@@ -1,0 +1,67 @@
+"""`fit`: the transformer beats the activity baseline; versions are complete; embeddings are cached."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from models.registry import ModelRegistry
+from tests.test_training.test_fit_support import fitted
+from training.train_classifier import EmbeddingCache, embed_texts
+
+
+def test_transformer_beats_activity_baseline_with_a_clear_margin() -> None:
+    _, results, _ = fitted()
+    chat = results.metrics["chat only · all test viewers"]
+    assert chat["transformer"]["pr_auc"] > chat["activity"]["pr_auc"] + 0.1, chat
+    new = results.metrics["chat only · new viewers only (never in a training stream)"]
+    assert new["transformer"]["pr_auc"] > new["activity"]["pr_auc"] + 0.1, new
+    history = results.metrics["with viewer history · all test viewers"]
+    assert {"transformer+history", "activity+history", "tfidf+activity+history", "mean_embedding+history",
+            "history_rule"} <= set(history)
+    # positives are a minority: PR-AUC must mean something beyond the base rate
+    assert chat["transformer"]["pr_auc"] > 2 * chat["transformer"]["positive_rate"]
+
+
+def test_versions_are_complete_and_leak_free() -> None:
+    settings, results, _ = fitted()
+    registry = ModelRegistry(settings.registry_dir)
+    assert set(results.tracks) == {"chat", "history"}
+    for track, result in results.tracks.items():
+        version = registry.get(result.version.version)
+        manifest = version.manifest
+        for key in ("encoder_dir", "encoder_onnx", "encoder_onnx_int8", "classifier_pt", "classifier_onnx"):
+            assert version.file(key).exists()
+        assert manifest["track"] == track and manifest["label"] == "paid"
+        assert manifest["feature_config"]["use_history"] == (track == "history")
+        assert 0.0 < manifest["threshold"] < 1.0
+        assert manifest["onnx_parity_max_abs_logit"] < 1e-3
+        assert manifest["data_fingerprint"] == results.dataset["fingerprint"]
+        assert manifest["metrics"]["pr_auc"] == result.test_metrics["pr_auc"]
+        streams = manifest["streams"]
+        assert not set(streams["train"]) & set(streams["test"]) and not set(streams["val"]) & set(streams["test"])
+        assert max(streams["train"]) < min(streams["val"]) <= max(streams["val"]) < min(streams["test"])  # chronological ids
+        # early stopping used validation, and the epoch log shows it
+        log = manifest["training_log"]
+        assert log["val_pr_auc"] == max(e["val_pr_auc"] for e in log["epochs"])
+    assert results.report is not None and results.report.is_file()
+    metrics = json.loads((results.report.parent / "metrics.json").read_text())
+    assert "chat only · all test viewers" in metrics
+
+
+def test_embedding_cache_embeds_each_text_once(tmp_path) -> None:
+    calls: list[list[str]] = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return np.stack([np.full(3, len(t), dtype=np.float32) for t in texts])
+
+    cache = EmbeddingCache(tmp_path, "key")
+    first = embed_texts(["a", "bb", "ccc"], embed, cache)
+    again = EmbeddingCache(tmp_path, "key")  # a new process sees the shards on disk
+    second = embed_texts(["ccc", "dddd", "a"], embed, again)
+    assert calls == [["a", "bb", "ccc"], ["dddd"]]
+    np.testing.assert_array_equal(second[0], first[2])
+    assert second[1][0] == 4.0
+    assert "bb" not in EmbeddingCache(tmp_path, "other-encoder")
