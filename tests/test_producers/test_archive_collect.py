@@ -202,7 +202,7 @@ async def test_collect_from_a_scrolled_streams_page_in_headless_chromium(pool: a
         metadata, http = api(videos_response(listed))
         chat = ChatBySource({v: RecordedChat(recorded_items(v)) for v in on_page})
         discover = functools.partial(
-            discover_streams, policy=ScrollPolicy(settle_seconds=1.0, timeout_seconds=30, tile_wait_seconds=5),
+            discover_streams, policy=ScrollPolicy(settle_seconds=2.0, timeout_seconds=30, tile_wait_seconds=10),
             allow_any_host=True,
         )
 

@@ -24,7 +24,8 @@ from producers.archive.discover import (
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "archive"
-FAST = ScrollPolicy(settle_seconds=1.0, max_rounds=20, timeout_seconds=30, tile_wait_seconds=5)
+# settle_seconds: generous, the page answers in 250 ms but the CI machine may be loaded.
+FAST = ScrollPolicy(settle_seconds=2.0, max_rounds=20, timeout_seconds=30, tile_wait_seconds=10)
 # The fixture page: 3 batches x 6 tiles; tile 3.6 links to a Short, which is not a stream.
 EXPECTED_IDS = [f"v{b}x{i:02d}abcdef" for b in (1, 2, 3) for i in range(1, 7) if (b, i) != (3, 6)]
 
@@ -91,7 +92,7 @@ def test_scrolling_is_bounded_by_rounds_and_by_time(browser, loopback: str) -> N
 
     by_time = scroll_to_end(browser, ScrollPolicy(settle_seconds=2, max_rounds=10_000, timeout_seconds=1.0))
     assert by_time.stopped_because == "timeout"
-    assert by_time.seconds < 4
+    assert by_time.seconds < 6  # 1 s budget; the rest is slack for a loaded machine
     tiles = read_stream_tiles(browser, selectors, "youtube")
     assert len(tiles) == browser.execute_script("return document.querySelectorAll('ytd-rich-grid-media').length;")
     assert len(tiles) >= 2 + by_rounds.rounds + by_time.rounds
