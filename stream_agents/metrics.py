@@ -81,6 +81,13 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
 
+    def values(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample once: (name, sorted labels) -> value (one pass over the registry)."""
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in self.registry.collect() for s in family.samples
+        }
+
     def is_degraded(self, component: str) -> bool:
         return bool(self.value("donorcast_degraded", component=component))
 
@@ -88,24 +95,24 @@ class Metrics:
         return generate_latest(self.registry)
 
     def summary(self) -> dict[str, object]:
-        outcomes = {o: int(self.value("donorcast_messages_total", outcome=o)) for o in OUTCOMES}
+        values = self.values()
+
+        def get(name: str, **labels: str) -> int:
+            return int(values.get((name, tuple(sorted(labels.items()))), 0))
+
         latencies = np.asarray(self.recent_latencies, dtype=np.float64)
         return {
             "model_version": self.model_version,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "records_in": int(self.value("donorcast_records_in_total")),
-            "messages": outcomes,
-            "embedded": int(self.value("donorcast_embedded_messages_total")),
-            "scores_published": int(self.value("donorcast_scores_published_total")),
-            "viewers": int(self.value("donorcast_active_viewers")),
-            "lag": int(sum(sample.value for sample in self._samples(self.lag))),
+            "records_in": get("donorcast_records_in_total"),
+            "messages": {o: get("donorcast_messages_total", outcome=o) for o in OUTCOMES},
+            "embedded": get("donorcast_embedded_messages_total"),
+            "scores_published": get("donorcast_scores_published_total"),
+            "viewers": get("donorcast_active_viewers"),
+            "lag": int(sum(v for (name, _), v in values.items() if name == "donorcast_consumer_lag")),
             "latency_ms": _percentiles_ms(latencies),
-            "degraded": {c: self.is_degraded(c) for c in ("postgres", "model")},
+            "degraded": {c: bool(get("donorcast_degraded", component=c)) for c in ("postgres", "model")},
         }
-
-    @staticmethod
-    def _samples(metric: Gauge) -> list:
-        return [s for family in metric.collect() for s in family.samples]
 
 
 def _percentiles_ms(latencies: np.ndarray) -> dict[str, float | None]:

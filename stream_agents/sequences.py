@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -116,7 +116,7 @@ class ViewerSequence:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ViewerSequence:

@@ -10,5 +10,5 @@ from tests.test_stream_agents.scorer_double import load_double
 
 if __name__ == "__main__":
     settings = load_settings()
-    create_app(settings, resolve_bootstrap(settings), database_url=resolve_database_url(settings),
-               loader=load_double).main()
+    database_url = resolve_database_url(settings) if settings.database_url else None
+    create_app(settings, resolve_bootstrap(settings), database_url=database_url, loader=load_double).main()

@@ -198,9 +198,11 @@ class WorkerProcess:
 def start_worker(settings: Settings, port: int, log_path: Path, *, model_double: bool) -> WorkerProcess:
     """`python -m stream_agents worker` (or its scorer-double twin) with this test's settings in its env."""
     env = dict(os.environ)
+    env.pop("DONORCAST_DATABASE_URL", None)
+    if settings.database_url:
+        env["DONORCAST_DATABASE_URL"] = settings.database_url
     env.update({
         "DONORCAST_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "DONORCAST_DATABASE_URL": settings.database_url or "",
         "DONORCAST_TOPIC_PREFIX": settings.topic_prefix,
         "DONORCAST_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "DONORCAST_STATE_DIR": str(settings.state_dir),
