@@ -23,7 +23,7 @@ import typer
 
 from infra.errors import InputError
 from infra.events import ChatMessage
-from producers.readers import ChatReader, Rejected, expand, open_reader
+from producers.readers import ChatReader, Rejected, expand, reader_for
 from producers.readers.detect import format_name
 
 SHOWN_REASONS = 5
@@ -63,6 +63,7 @@ class _Tally:
         self.summary = summary
         self.viewers: set[str] = set()
         self.members: set[str] = set()
+        self.streams: set[tuple[str, str]] = set()
         self.rejected_path = rejected_path
         self._rejected_file: IO[str] | None = None
 
@@ -89,6 +90,7 @@ class _Tally:
     def close(self) -> None:
         self.summary.viewers = len(self.viewers)
         self.summary.members = len(self.members)
+        self.summary.streams = len(self.streams)
         if self._rejected_file is not None:
             self._rejected_file.close()
 
@@ -178,11 +180,12 @@ async def ingest(
         for file in files:
             bar.update(task, description=file.name[:40])
             try:
-                reader = open_reader(file, fmt)
+                reader = reader_for(file, fmt, in_folder=file not in explicit)
             except InputError as error:
-                if file in explicit:
-                    summary.failed_files.append(str(error))
-                else:  # a README or index file inside a data folder
+                summary.failed_files.append(str(error))
+                reader = None
+            if reader is None:  # a README or index file inside a data folder, or unreadable
+                if file not in explicit:
                     summary.skipped["file of no chat format"] += 1
                 bar.advance(task)
                 continue
@@ -192,7 +195,7 @@ async def ingest(
                 summary.formats[reader.name] += 1
             except InputError as error:
                 summary.failed_files.append(str(error))
-            summary.streams += len(reader.streams)
+            tally.streams.update((info.platform, info.stream_id) for info in reader.streams.values())
             summary.skipped.update(reader.skipped)
             summary.warnings.extend(reader.warnings)
             bar.advance(task)

@@ -16,11 +16,12 @@ from .detect import (
     expand,
     open_reader,
     read_chat_file,
+    reader_for,
     supported_formats,
 )
 from .text import strip_member_signals
 
 __all__ = [
     "READERS", "ChatReader", "DirectoryReader", "Rejected", "StreamInfo", "detect_format", "expand",
-    "item_to_message", "open_reader", "read_chat_file", "strip_member_signals", "supported_formats",
+    "item_to_message", "open_reader", "read_chat_file", "reader_for", "strip_member_signals", "supported_formats",
 ]

@@ -166,6 +166,26 @@ def open_reader(path: Path | str, format: str = "auto", **options: object) -> Ch
     return READERS[name](path, **options)  # type: ignore[arg-type]
 
 
+# Files inside a data folder that are never chat (documentation, spreadsheets, images, archives).
+NOT_CHAT_SUFFIXES = frozenset({".md", ".rst", ".html", ".htm", ".py", ".ipynb", ".ods", ".xlsx", ".png", ".jpg",
+                               ".jpeg", ".gif", ".svg", ".pdf", ".zip", ".gz", ".tar"})
+
+
+def reader_for(path: Path, format: str = "auto", *, in_folder: bool = False) -> ChatReader | None:
+    """The reader for one file. A file named on the command line must be readable (InputError
+    otherwise); a file found inside a folder gives None when it is no chat file, or (with an
+    explicit format) when it is detected as a different one."""
+    if not in_folder:
+        return open_reader(path, format)
+    name = format_name(format)
+    if path.suffix.lower() in NOT_CHAT_SUFFIXES or path.name.upper().startswith(("LICENSE", "README")):
+        return None
+    detected = detect_format(path)
+    if name == "auto":
+        return READERS[detected](path) if detected else None  # type: ignore[call-arg]
+    return READERS[name](path) if detected in (None, name) else None  # type: ignore[call-arg]
+
+
 def read_chat_file(path: Path | str, format: str = "auto") -> Iterator[ChatMessage | Rejected]:
     """Every message (or Rejected record) in a file or directory."""
     yield from open_reader(path, format).read()
@@ -182,17 +202,13 @@ class DirectoryReader(ChatReader):
         self.format = format_name(format)
 
     def files(self) -> Iterator[tuple[Path, ChatReader | None]]:
-        """(file, its reader or None when it is no chat file). With an explicit format, files
-        detected as a different format are skipped, undetectable ones are read with it."""
+        """(file, its reader or None when it is no chat file: listed in skipped and warnings)."""
         for file in expand(self.path):
-            try:
-                if self.format != "auto" and detect_format(file) not in (None, self.format):
-                    raise InputError(f"{file}: another format")
-                yield file, open_reader(file, self.format)
-            except InputError:
+            reader = reader_for(file, self.format, in_folder=True)
+            if reader is None:
                 self.skipped["file of no chat format"] += 1
                 self.warnings.append(f"{file}: skipped, no chat format we read")
-                yield file, None
+            yield file, reader
 
     def read(self) -> Iterator[ChatMessage | Rejected]:
         for _, reader in self.files():

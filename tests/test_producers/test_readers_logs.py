@@ -270,3 +270,24 @@ def test_directory_expands_and_lists_what_it_skips(tmp_path: Path) -> None:
     assert [m.stream_id for m in messages] == ["rbtv-2017-07-01"] * 2 + ["rbtv-2017-07-02"] * 2
     assert reader.skipped["file of no chat format"] == 1 and "README.md" in reader.warnings[0]
     assert set(reader.streams) == {"rbtv-2017-07-01", "rbtv-2017-07-02"}
+    (tmp_path / "rbtv-youtube-chatlogs" / "index.json").write_text('[{"message_type": "text_message"}]')
+    explicit = open_reader(tmp_path / "rbtv-youtube-chatlogs", format="znc")  # an alias of irc
+    assert len(messages_of(list(explicit.read()))) == 4
+    assert explicit.skipped["file of no chat format"] == 2  # README and a chat-downloader file
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=st.lists(st.fixed_dictionaries({}, optional={
+    "id": st.text(max_size=6) | st.integers(), "timestamp": st.text(max_size=26) | st.integers(0, 2**41),
+    "author": st.fixed_dictionaries({"channelId": st.text(max_size=6), "name": st.text(max_size=6)}) | st.text(max_size=4),
+    "message": st.lists(st.fixed_dictionaries({}, optional={"text": st.text(max_size=10), "emojiText": st.text(max_size=4)}),
+                        max_size=3) | st.text(max_size=5) | st.none(),
+    "isMembership": st.booleans() | st.none(), "superchat": st.fixed_dictionaries({"amount": st.text(max_size=8)}),
+}), max_size=6))
+def test_fuzz_youtube_chat_npm(items: list[dict[str, object]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "AbCdEfGhIjK.json"
+        path.write_text(json.dumps(items), encoding="utf-8")
+        events = list(YouTubeChatNpmReader(path).read())
+    assert all(isinstance(e, ChatMessage | Rejected) for e in events)
+    assert len(events) <= len(items)
