@@ -76,6 +76,10 @@ TICKERS: dict[str, str] = {
     "ticker_paid_sticker_item": "paid_sticker",
     "ticker_sponsor_item": "membership_item",
 }
+# Twitch sends a community ("mystery") gift of N subs, then N single-gift notices with its origin id:
+# file readers count the N once (item by item, the caller has to fold them; see `convert`).
+MYSTERY_GIFTS = frozenset({"mystery_subscription_gift", "anonymous_mystery_subscription_gift"})
+SINGLE_GIFTS = frozenset({"subscription_gift", "anonymous_subscription_gift"})
 # Everything else (placeholder_item, banner, deleted_message, ban_user, room_state, raid, ...)
 # is not chat by a viewer: item_to_message returns None and file readers count it as skipped.
 
@@ -489,8 +493,14 @@ class ChatDownloaderReader(ChatReader):
         self.note_stream(_stream_info(platform, stream_id))
         kept: dict[str, ChatMessage] = {}
         ticker_only: dict[str, ChatMessage] = {}
+        mystery_gifts: set[object] = set()  # Twitch: a community gift, then one notice per recipient
         for location, item in records:
             kind = message_type_of(item) if isinstance(item, dict) else "not an object"
+            if kind in MYSTERY_GIFTS and isinstance(item, dict) and item.get("origin_id"):
+                mystery_gifts.add(item["origin_id"])
+            elif kind in SINGLE_GIFTS and isinstance(item, dict) and item.get("origin_id") in mystery_gifts:
+                self.skipped[f"{kind} (part of a mystery gift)"] += 1
+                continue
             result = self.guarded(
                 location, item,
                 lambda item=item: item_to_message(item, stream_id=stream_id, platform=platform, keep_tickers=True),

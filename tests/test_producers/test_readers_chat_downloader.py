@@ -220,7 +220,9 @@ def test_twitch_items_through_the_same_mapping(tmp_path: Path) -> None:
     rows = [
         twitch(1, "text_message", bits=500, message="cheer500 gg"),
         twitch(2, "resubscription", subscription_type="Tier 1", cumulative_months=7),
-        twitch(3, "mystery_subscription_gift", mass_gift_count=5),
+        twitch(3, "mystery_subscription_gift", mass_gift_count=5, origin_id="o-1"),
+        *[twitch(30 + k, "subscription_gift", origin_id="o-1", gift_recipient_display_name=f"r{k}") for k in range(5)],
+        twitch(40, "subscription_gift", origin_id="o-other"),
         twitch(4, "text_message", author={"id": "9", "name": "streamer", "display_name": "Streamer",
                                           "badges": [{"name": "broadcaster", "version": 1}]}),
         twitch(5, "room_state"),
@@ -233,6 +235,8 @@ def test_twitch_items_through_the_same_mapping(tmp_path: Path) -> None:
     assert got["tw-1"].is_member and got["tw-1"].author_name == "User1"
     assert (got["tw-2"].kind, got["tw-2"].amount_text) == (MessageKind.SUBSCRIPTION, "Tier 1")
     assert (got["tw-3"].kind, got["tw-3"].amount) == (MessageKind.GIFT_SUBSCRIPTION, 5.0)
+    assert reader.skipped["subscription_gift (part of a mystery gift)"] == 5  # the 5 are counted once
+    assert (got["tw-40"].kind, got["tw-40"].amount) == (MessageKind.GIFT_SUBSCRIPTION, 1.0)
     assert got["tw-4"].is_owner and not got["tw-4"].is_member
     assert reader.skipped["room_state"] == 1
 
