@@ -49,6 +49,7 @@ from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, DONOR_SCORES, partitions_o
 from models.registry import ModelRegistry
 from stream_agents.agents import register_agents
 from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
+from stream_agents.dashboard import register_dashboard
 from stream_agents.metrics import Metrics
 from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
@@ -166,6 +167,7 @@ def create_app(
         register_history_pool(app, rt, database_url)
     register_agents(app, rt, chat_messages, sink)
     register_views(app, rt, sink)
+    register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (dashboard.py)
     app.runtime = rt  # type: ignore[attr-defined] - for views added later (dashboard) and tests
     return app
 
