@@ -19,7 +19,7 @@ _SPACES = re.compile(r"[ \t]{2,}")
 # The badge is a custom image with a tooltip such as "Member (6 months)", "New member",
 # "メンバー（2 か月）", "Mitglied (1 Jahr)", "Membro (1 anno)", "Anggota (2 bulan)".
 _MEMBER_TITLE = re.compile(
-    r"member|mitglied|membro|miembro|membre|anggota|lid |lid$|medlem|członek|участник|üye|"
+    r"member|mitglied|membro|miembro|membre|anggota|^lid\b|medlem|członek|участник|üye|"
     r"thành viên|สมาชิก|メンバー|멤버|회원|会员|會員|成員|成员",
     re.IGNORECASE,
 )

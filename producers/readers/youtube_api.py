@@ -85,11 +85,13 @@ class YouTubeApiReader(ChatReader):
         stream_id = self.stream_id or stream_id_from_path(self.path)
         self.note_stream(StreamInfo(platform="youtube", stream_id=stream_id))
         text = self.path.read_text(encoding="utf-8", errors="replace")
-        many = text.lstrip().startswith("[") or is_json_lines(text)
-        documents = iter_json_records(text) if many else iter_json_records(f"[{text}]")
+        array = text.lstrip().startswith("[")
+        lines = not array and is_json_lines(text)
+        documents = iter_json_records(text if array or lines else f"[{text}]")
         seen: set[str] = set()
         for number, document, error, raw in documents:
-            where = (self.at_item(number) if text.lstrip().startswith("[") else self.at_line(number)) if many else str(self.path)
+            # one response per array item or line (polls saved one after another), or the whole file
+            where = self.at_item(number) if array else self.at_line(number) if lines else str(self.path)
             if error is not None:
                 yield self.reject(where, error, raw)
                 continue
@@ -99,9 +101,10 @@ class YouTubeApiReader(ChatReader):
                 result = self.guarded(location, item, lambda item=item: api_item_to_message(item, stream_id=stream_id))
                 if result is None:
                     self.skipped[str((item.get("snippet") or {}).get("type"))] += 1
-                elif isinstance(result, Rejected) or result.message_id not in seen:
-                    if not isinstance(result, Rejected):
-                        seen.add(result.message_id)
+                elif isinstance(result, Rejected):
                     yield result
-                else:
+                elif result.message_id in seen:  # consecutive polls overlap
                     self.skipped["duplicate message id"] += 1
+                else:
+                    seen.add(result.message_id)
+                    yield result
