@@ -340,3 +340,14 @@ def test_fuzz_any_text_survives_exactly(texts: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         got = messages_of(list(read_chat_file(write_jsonl(Path(tmp) / "t.jsonl", rows))))
     assert [m.text for m in got] == texts
+
+
+def test_rejected_keeps_at_most_64_kib_of_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps(stream_items()[0]) + "\n" + "{" + "é" * 100_000 + "\n", encoding="utf-8")
+    (rejected,) = [e for e in ChatDownloaderReader(path).read() if isinstance(e, Rejected)]
+    assert len(rejected.raw.encode("utf-8")) <= 64 * 1024 and rejected.raw.startswith("{éé")
+    letter = rejected.to_dead_letter()
+    assert (letter.source, letter.location, letter.reason) == (
+        "producers.readers.chat-downloader", f"{path}:2", rejected.reason)
+    assert json.loads(rejected.to_json())["raw"] == rejected.raw
