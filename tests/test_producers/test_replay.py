@@ -19,7 +19,15 @@ from infra.repository import save_messages
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, topic_name
 from producers.publisher import KafkaPublisher
-from producers.replay import ReplaySource, ReplaySummary, parse_speed, replay, replay_command, split_by_stream
+from producers.replay import (
+    ReplaySource,
+    ReplaySummary,
+    parse_speed,
+    replay,
+    replay_command,
+    sources_from_simulation,
+    split_by_stream,
+)
 from tests.test_producers.kafka_reader import TopicReader, read_topic
 
 T0 = datetime(2024, 3, 9, 20, 0, tzinfo=UTC)
@@ -68,9 +76,14 @@ def test_split_by_stream_sorts_each_stream_by_time() -> None:
 
 
 async def test_max_speed_delivers_every_message_exactly_once(topics: Settings) -> None:
-    messages = stream_of("sim-max", 3000, 3600, seed=7, viewers=200)
+    from producers.simulator import simulate
+
+    (stream,) = simulate(1, seed=3)  # one hour, 300 viewers, donors: ~1.7k messages
+    sources = sources_from_simulation([stream])
+    messages = sources[0].messages
+    assert len(messages) > 1000 and len({m.message_id for m in messages}) == len(messages)
     async with KafkaPublisher(topics) as publisher:
-        summary = await replay(publisher, [ReplaySource("sim", "sim-max", messages)], speed=None)
+        summary = await replay(publisher, sources, speed=None)
     print(f"\nreplay at max speed: {summary.sent} msgs in {summary.wall_seconds:.2f} s = {summary.rate:,.0f} msg/s")
     assert summary.sent == len(messages) and publisher.counters.failed == 0
 
@@ -221,6 +234,7 @@ def test_cli_replays_a_file_and_dead_letters_its_broken_record(topics: Settings,
     import json
 
     from infra.events import DeadLetter
+    from producers.simulator import simulate, write_chat_downloader_json
 
     items = [_chat_downloader_item(i, T0) for i in range(12)]
     broken = dict(_chat_downloader_item(12, T0), message_id="file-broken")
@@ -228,23 +242,29 @@ def test_cli_replays_a_file_and_dead_letters_its_broken_record(topics: Settings,
     path = tmp_path / "abcdefghijk.json"  # chat_downloader --output names files by video id
     path.write_text(json.dumps([*items[:5], broken, *items[5:]], indent=4, ensure_ascii=False))
 
+    (simulated,) = simulate(1, seed=8, viewers=20, minutes=5)  # a second file, as chat_downloader writes it
+    simulated_path = write_chat_downloader_json(simulated, tmp_path / f"{simulated.stream_id}.json")
+    expected = [i["message_id"] for i in items] + [m.message_id for m in simulated.messages]
+
     result = CliRunner().invoke(
-        cli_app(), ["replay", "--file", str(path), "--speed", "max"], env=_cli_env(topics)
+        cli_app(),
+        ["replay", "--file", str(path), "--file", str(simulated_path), "--speed", "max"],
+        env=_cli_env(topics),
     )
     assert result.exit_code == 0, result.output
-    assert "replayed 12 messages of 1 stream(s) at max" in result.stdout
+    assert f"replayed {len(expected)} messages of 2 stream(s) at max" in result.stdout
     assert "1 rejected record(s) sent to dead-letters" in result.stdout
 
     chat_topic, dead_topic = topic_name(CHAT_MESSAGES, topics), topic_name(DEAD_LETTERS, topics)
 
     async def read_both() -> list:
         async with TopicReader(topics.kafka_bootstrap, chat_topic, dead_topic) as reader:
-            return await reader.read(13, settle=0.5)
+            return await reader.read(len(expected) + 1, settle=0.5)
 
     everything = asyncio.run(read_both())
     records = [r for r in everything if r.topic == chat_topic]
     letters = [r for r in everything if r.topic == dead_topic]
-    assert sorted(parse_chat_message(r.value).message_id for r in records) == sorted(i["message_id"] for i in items)
+    assert sorted(parse_chat_message(r.value).message_id for r in records) == sorted(expected)
     assert len(letters) == 1
     letter = DeadLetter.model_validate_json(letters[0].value)
     assert letter.location == f"{path}#item 6"
@@ -253,14 +273,14 @@ def test_cli_replays_a_file_and_dead_letters_its_broken_record(topics: Settings,
 
 
 def test_publish_simulated_sends_every_stream(topics: Settings) -> None:
-    from types import SimpleNamespace
-
     from producers.replay import publish_simulated
+    from producers.simulator import simulate
 
-    streams = [SimpleNamespace(messages=stream_of(f"simstream-{n}", 40, 600, seed=n)) for n in range(3)]
+    streams = simulate(2, seed=5, viewers=60, minutes=20)
+    total = sum(len(s.messages) for s in streams)
     summary = publish_simulated(streams, topics, speed="max", progress=False)
-    assert summary.sent == 120 and len(summary.streams) == 3
-    records = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), 120, settle=0.5))
+    assert summary.sent == total and [r.stream_id for r in summary.streams] == [s.stream_id for s in streams]
+    records = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), total, settle=0.5))
     assert sorted(parse_chat_message(r.value).message_id for r in records) == sorted(
         m.message_id for s in streams for m in s.messages
     )
