@@ -13,6 +13,7 @@ from importlib import resources
 import asyncpg
 
 from infra.events import PAID_KINDS, ChatMessage, DonorScore, MessageKind
+from infra.money import MONEY_KINDS, USD_PER_UNIT
 
 _MESSAGE_COLUMNS = (
     "platform", "message_id", "stream_id", "author_id", "author_name", "viewer_id", "text", "kind",
@@ -275,7 +276,7 @@ class ViewerHistory:
     past_streams: int = 0
     past_messages: int = 0
     past_paid_events: int = 0
-    past_paid_amount: float = 0.0
+    past_paid_amount: float = 0.0  # approximate USD of money events (infra.money.usd_value)
     was_member: bool = False
 
 
@@ -292,13 +293,15 @@ async def viewer_histories(
                count(DISTINCT stream_id) AS past_streams,
                count(*) FILTER (WHERE kind = 'text') AS past_messages,
                count(*) FILTER (WHERE kind = ANY($4::text[])) AS past_paid_events,
-               coalesce(sum(amount) FILTER (WHERE kind = ANY($4::text[])), 0) AS past_paid_amount,
+               coalesce(sum(m.amount * fx.usd) FILTER (WHERE kind = ANY($5::text[])), 0) AS past_paid_amount,
                bool_or(is_member) AS was_member
-        FROM chat_messages
+        FROM chat_messages m
+        LEFT JOIN unnest($6::text[], $7::float8[]) AS fx(currency, usd) ON fx.currency = m.currency
         WHERE viewer_id = ANY($1::text[]) AND ts < $2 AND ($3::text IS NULL OR stream_id <> $3)
         GROUP BY viewer_id
         """,
-        ids, before, exclude_stream, [kind.value for kind in PAID_KINDS],
+        ids, before, exclude_stream, [kind.value for kind in PAID_KINDS], [kind.value for kind in MONEY_KINDS],
+        list(USD_PER_UNIT), list(USD_PER_UNIT.values()),
     )
     found = {
         r["viewer_id"]: ViewerHistory(

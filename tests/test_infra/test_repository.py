@@ -90,3 +90,18 @@ async def test_viewer_history_only_sees_the_past(pool: asyncpg.Pool) -> None:
     assert history["UC9"].past_paid_events == 1 and history["UC9"].past_paid_amount == 5.0
     assert history["UC9"].was_member
     assert history["UCnone"].past_streams == 0
+
+
+async def test_history_amounts_are_dollars_and_counts_are_not_money(pool: asyncpg.Pool) -> None:
+    yen = ChatMessage(
+        stream_id="old", message_id="y1", timestamp=START, author_id="UC7", kind=MessageKind.PAID_MESSAGE,
+        amount=1000.0, currency="JPY",
+    )
+    bits = ChatMessage(
+        stream_id="old", message_id="b1", timestamp=START, author_id="UC7", kind=MessageKind.BITS,
+        amount=500.0, currency="XXX", platform="twitch",
+    )
+    await save_messages(pool, [yen, bits])
+    history = (await viewer_histories(pool, ["UC7"], before=START + timedelta(days=1)))["UC7"]
+    assert history.past_paid_events == 2
+    assert 5.0 < history.past_paid_amount < 8.0  # ¥1000 ≈ $6.6; the 500 bits add nothing
