@@ -66,7 +66,12 @@ class MessageEncoder:
 
             raise ModelNotFound(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path).to(device).eval()
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # an MLM checkpoint's unused head / absent pooler are expected here
+        try:
+            model = AutoModel.from_pretrained(path).to(device).eval()
+        finally:
+            hf_logging.set_verbosity(verbosity)
         return cls(model=model, tokenizer=tokenizer, device=device, max_length=max_length, model_dir=path)
 
     @property

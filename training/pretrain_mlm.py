@@ -663,7 +663,14 @@ def train_loop(
     eval_sets: dict[str, list[dict[str, torch.Tensor]]], state: dict[str, Any], total_steps: int, config: PretrainConfig,
 ) -> dict[str, Any]:
     """Optimizer steps until total_steps; checkpoints every save_every and at the end."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     wrapped.train()
     progress = Progress(
