@@ -44,21 +44,25 @@ def start_postgres(settings: Settings, *, detach: bool) -> tuple[str, bool]:
 
 
 @contextlib.contextmanager
-def running_services(settings: Settings, *, kafka: bool = True, postgres: bool = True) -> Iterator[Endpoints]:
+def running_services(
+    settings: Settings, *, kafka: bool = True, postgres: bool = True, keep: bool = False
+) -> Iterator[Endpoints]:
+    """`keep=True` leaves what it had to start running afterwards, as `donorcast up` would: a
+    producer's messages must outlive the producer (the embedded broker keeps topics in memory)."""
     endpoints = Endpoints()
     try:
         if kafka:
-            endpoints.kafka_bootstrap, started = start_kafka(settings, detach=False)
+            endpoints.kafka_bootstrap, started = start_kafka(settings, detach=keep)
             if started:
                 endpoints.started.append("kafka")
             ensure_topics_sync(endpoints.kafka_bootstrap, settings)
         if postgres:
-            endpoints.database_url, started = start_postgres(settings, detach=False)
+            endpoints.database_url, started = start_postgres(settings, detach=True)
             if started:
                 endpoints.started.append("postgres")
         yield endpoints
     finally:
-        if "kafka" in endpoints.started:
+        if not keep and "kafka" in endpoints.started:
             EmbeddedKafka(settings).stop()
-        if "postgres" in endpoints.started:
+        if not keep and "postgres" in endpoints.started:
             EmbeddedPostgres(settings).stop()

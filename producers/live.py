@@ -526,6 +526,7 @@ def run_live_cli(
 
     from infra.cli import settings_from
     from infra.services import running_services
+    from producers.replay import note_started_services
 
     try:
         target = resolve_target(url, allow_any_host=allow_any_host, stream_id=stream_id)
@@ -547,12 +548,8 @@ def run_live_cli(
             )
 
     stats_out: list[LiveStats] = []
-    with running_services(settings, postgres=save) as endpoints:
-        if "kafka" in endpoints.started:
-            console.print(
-                "[yellow]note:[/yellow] the embedded broker was started for this command only; run "
-                "`donorcast up` first to keep the topics after it ends."
-            )
+    with running_services(settings, postgres=save, keep=True) as endpoints:
+        note_started_services(endpoints.started)
         assert endpoints.kafka_bootstrap is not None
         console.print(f"following {target.url} ({target.platform}); Ctrl-C stops")
         try:

@@ -281,14 +281,14 @@ async def replay_with_progress(
 # ---------------------------------------------------------------- entry points
 
 
-def _warn_if_ephemeral(started: list[str]) -> None:
-    if "kafka" in started:
+def note_started_services(started: list[str]) -> None:
+    """Producers keep the embedded services they start (their messages must outlive them): say so."""
+    if started:
         from rich.console import Console
 
         Console(stderr=True).print(
-            "[yellow]note:[/yellow] no broker was running, so an embedded one was started for this command "
-            "only; it stops (and forgets its topics) when the command ends. Run `donorcast up` first, or set "
-            "DONORCAST_KAFKA_BOOTSTRAP, to keep what is replayed."
+            f"[yellow]note:[/yellow] started embedded {' and '.join(started)}; they keep running for the "
+            "worker to read. Stop them with `donorcast down`."
         )
 
 
@@ -353,8 +353,8 @@ def replay_command(
         dead_letters += rejected
 
     summary = ReplaySummary(speed=speed_value)
-    with running_services(settings, postgres=bool(stream_ids)) as endpoints:
-        _warn_if_ephemeral(endpoints.started)
+    with running_services(settings, postgres=bool(stream_ids), keep=True) as endpoints:
+        note_started_services(endpoints.started)
         assert endpoints.kafka_bootstrap is not None
         try:
             asyncio.run(
@@ -375,14 +375,14 @@ def publish_simulated(
 ) -> ReplaySummary:
     """`donorcast simulate --to-kafka`: publish simulated streams (objects with `.messages`) to Kafka.
 
-    Starts the embedded broker if none runs (and warns that it is temporary); returns the summary."""
+    Starts the embedded broker if none runs (and leaves it running); returns the summary."""
     from infra.services import running_services
 
     speed_value = parse_speed(speed)
     sources = sources_from_simulation(streams)
     summary = ReplaySummary(speed=speed_value)
-    with running_services(settings, postgres=False) as endpoints:
-        _warn_if_ephemeral(endpoints.started)
+    with running_services(settings, postgres=False, keep=True) as endpoints:
+        note_started_services(endpoints.started)
         assert endpoints.kafka_bootstrap is not None
         return asyncio.run(
             _replay_main(

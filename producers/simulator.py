@@ -570,6 +570,8 @@ def simulate_command(
     viewers: Annotated[int, typer.Option(min=2, help="viewers present per stream")] = 300,
     minutes: Annotated[float, typer.Option(min=1, help="stream length")] = 60.0,
     donor_share: Annotated[float, typer.Option(help="share of viewers who pay in a stream")] = 0.05,
+    to_kafka: Annotated[bool, typer.Option("--to-kafka", help="also publish the streams to chat-messages")] = False,
+    speed: Annotated[str, typer.Option(help="with --to-kafka: 1, 10, ... or max")] = "max",
 ) -> None:
     """Simulate streams with ground-truth donors and write them as chat-downloader JSON."""
     import time
@@ -590,4 +592,10 @@ def simulate_command(
     console = Console()
     console.print(table)
     console.print(f"wrote {len(simulated)} files + ground_truth.json to {out}/ in {time.perf_counter() - started:.1f} s")
+    if to_kafka:
+        from infra.cli import settings_from
+        from producers.replay import publish_simulated
+
+        summary = publish_simulated(simulated, settings_from(ctx), speed=speed)
+        console.print(summary.describe())
 
