@@ -5,7 +5,11 @@
       + cheap per-message extras (length, emote ratio, '?', message number)
     prepend a learnable CLS token  ->  (B, 1+T, C)
     n_layers x pre-norm transformer block (multi-head self-attention with padding mask, MLP)
-    final LayerNorm -> CLS output (B, C) [+ viewer-history MLP (B, C/2)] -> MLP head -> logit (B,)
+    final LayerNorm -> [CLS output (B, C), mean over messages (B, C)]
+      [+ viewer-history MLP (B, C/2)] -> MLP head -> logit (B,)
+
+The mean over message positions beside the CLS output is a short path from every message to the
+head; with a few hundred positives it learns faster than attention alone (measured on validation).
 
 Attention is written out (not nn.MultiheadAttention) so the ONNX export is a plain graph and the
 attention weights are at hand. The CLS position is never masked, so no softmax row is empty.
@@ -106,7 +110,7 @@ class DonorClassifier(nn.Module):
         self.ln_f = nn.LayerNorm(C)
         self.history = (nn.Sequential(nn.Linear(config.n_history, C // 2), nn.GELU())
                         if config.n_history else None)
-        head_in = C + (C // 2 if config.n_history else 0)
+        head_in = 2 * C + (C // 2 if config.n_history else 0)
         self.head = nn.Sequential(nn.Linear(head_in, C), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(C, 1))
 
     def forward(
@@ -128,11 +132,14 @@ class DonorClassifier(nn.Module):
         pad = torch.cat([torch.zeros_like(padding_mask[:, :1]), padding_mask], dim=1)  # CLS is never padding
         for block in self.blocks:
             x = block(x, pad)
-        cls = self.ln_f(x[:, 0])  # (B, C)
+        x = self.ln_f(x)
+        real = (~padding_mask).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        mean = (x[:, 1:] * real).sum(1) / real.sum(1).clamp(min=1.0)  # (B, C) over real messages
+        features = torch.cat([x[:, 0], mean], dim=-1)  # (B, 2C): CLS output + message mean
         if self.history is not None:
             assert history is not None, "this model was built with viewer-history features"
-            cls = torch.cat([cls, self.history(history)], dim=-1)  # (B, C + C/2)
-        return self.head(cls).squeeze(-1)  # (B,)
+            features = torch.cat([features, self.history(history)], dim=-1)  # (B, 2C + C/2)
+        return self.head(features).squeeze(-1)  # (B,)
 
     def input_names(self) -> list[str]:
         names = ["embeddings", "seconds_since_start", "seconds_since_prev", "padding_mask"]

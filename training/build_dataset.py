@@ -448,5 +448,6 @@ def streams_from_simulator(n_streams: int, seed: int, **options: object) -> list
     """Seeded simulated streams (producers.simulator) with real paid events, one group."""
     from producers.simulator import simulate
 
-    return [StreamData(stream_id=s.messages[0].stream_id, messages=list(s.messages), source="simulator")
-            for s in simulate(n_streams, seed, **options) if s.messages]
+    return [StreamData(stream_id=s.stream_id, messages=list(s.messages), source="simulator", group=s.channel_id,
+                       title=s.title)
+            for s in simulate(n_streams, seed, **options) if s.messages]  # type: ignore[arg-type]

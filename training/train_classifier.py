@@ -135,7 +135,7 @@ class EmbeddingCache:
             for keys_file in sorted(self.folder.glob("keys-*.npy")):
                 vectors = np.load(keys_file.with_name(keys_file.name.replace("keys-", "vecs-")))
                 for row, digest in enumerate(np.load(keys_file)):
-                    self.index[bytes(digest)] = (len(self.shards), row)
+                    self.index[digest.tobytes()] = (len(self.shards), row)
                 self.shards.append(vectors)
 
     @staticmethod
@@ -154,12 +154,13 @@ class EmbeddingCache:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"{len(list(self.folder.glob('keys-*.npy'))):05d}-{os.getpid()}-{os.urandom(3).hex()}"
-        digests = np.array([self.digest(t) for t in texts], dtype="S20")
+        # (N, 20) uint8, not an "S20" array: numpy's bytes type drops trailing NUL bytes of a digest.
+        digests = np.frombuffer(b"".join(self.digest(t) for t in texts), dtype=np.uint8).reshape(len(texts), 20)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         np.save(self.folder / f"vecs-{name}.npy", vectors)  # vectors first: keys make a shard visible
         np.save(self.folder / f"keys-{name}.npy", digests)
         for row, digest in enumerate(digests):
-            self.index[bytes(digest)] = (len(self.shards), row)
+            self.index[digest.tobytes()] = (len(self.shards), row)
         self.shards.append(vectors)
 
 
@@ -235,13 +236,67 @@ class FeatureSet:
         )
 
     def feed(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """The ONNX/PyTorch feed for some samples, through `pad_batch` (the live path)."""
         return pad_batch([self.sequence(i) for i in indices], self.config)
+
+    def packed(self) -> PackedFeatures:
+        """All samples as fixed-width arrays (row indices, not vectors): fast batches for training."""
+        n, width = len(self), self.config.max_messages
+        packed = PackedFeatures(
+            rows=np.full((n, width), -1, dtype=np.int64),
+            starts=np.zeros((n, width), dtype=np.float32), gaps=np.zeros((n, width), dtype=np.float32),
+            extras=np.zeros((n, width, self.config.n_extras), dtype=np.float32),
+            history=np.zeros((n, self.config.n_history), dtype=np.float32),
+            lengths=np.zeros(n, dtype=np.int64), embeddings=self.embeddings, config=self.config,
+        )
+        for i, sample in enumerate(self.samples):
+            arrays, track = self.tracks[sample.track], self.dataset.tracks[sample.track]
+            window = slice(max(0, sample.end - width), sample.end)
+            t = window.stop - window.start
+            packed.rows[i, :t] = arrays.rows[window]
+            packed.starts[i, :t] = arrays.starts[window]
+            packed.gaps[i, :t] = arrays.gaps[window]
+            if self.config.use_extras:
+                packed.extras[i, :t] = arrays.extras[window]
+            if self.config.use_history:
+                packed.history[i] = history_vector(track.history)
+            packed.lengths[i] = t
+        return packed
 
     def mean_embeddings(self) -> np.ndarray:
         return np.stack([self.sequence(i).embeddings.mean(axis=0) for i in range(len(self))])
 
     def subset(self, samples: list[Sample]) -> FeatureSet:
         return FeatureSet(self.dataset, samples, self.config, self.tracks, self.embeddings)
+
+
+@dataclass
+class PackedFeatures:
+    """Samples as padded arrays; `feed(index)` equals `FeatureSet.feed(index)` (tested)."""
+
+    rows: np.ndarray  # (N, W) embedding row per message, -1 = padding
+    starts: np.ndarray  # (N, W)
+    gaps: np.ndarray  # (N, W)
+    extras: np.ndarray  # (N, W, k)
+    history: np.ndarray  # (N, h)
+    lengths: np.ndarray  # (N,)
+    embeddings: np.ndarray  # (U, D)
+    config: FeatureConfig
+
+    def feed(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        width = int(self.lengths[index].max())  # pad to the batch's longest, like pad_batch
+        rows = self.rows[index, :width]
+        feed = {
+            "embeddings": np.where((rows >= 0)[..., None], self.embeddings[np.maximum(rows, 0)], 0.0).astype(np.float32),
+            "seconds_since_start": self.starts[index, :width],
+            "seconds_since_prev": self.gaps[index, :width],
+            "padding_mask": rows < 0,
+        }
+        if self.config.use_extras:
+            feed["extras"] = self.extras[index, :width]
+        if self.config.use_history:
+            feed["history"] = self.history[index]
+        return feed
 
 
 def track_arrays(texts: Sequence[str], seconds: np.ndarray, rows: np.ndarray) -> TrackArrays:
@@ -403,6 +458,7 @@ def train_transformer(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
     )
     rng = np.random.default_rng(config.seed)
+    packed = train.packed()
     best = {"pr_auc": -1.0, "epoch": 0, "state": {k: v.clone() for k, v in model.state_dict().items()}}
     history: list[dict[str, float]] = []
     val_labels, val_weights = val.labels, val.weights
@@ -412,7 +468,7 @@ def train_transformer(
         order, losses = rng.permutation(len(train)), []
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
-            logits = model(**_tensors(train.feed(index), device))
+            logits = model(**_tensors(packed.feed(index), device))
             y = torch.from_numpy(labels[index]).to(device)
             w = torch.from_numpy(weights[index]).to(device)
             loss = F.binary_cross_entropy_with_logits(

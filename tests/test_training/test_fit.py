@@ -65,3 +65,15 @@ def test_embedding_cache_embeds_each_text_once(tmp_path) -> None:
     np.testing.assert_array_equal(second[0], first[2])
     assert second[1][0] == 4.0
     assert "bb" not in EmbeddingCache(tmp_path, "other-encoder")
+
+
+def test_packed_training_batches_equal_the_live_padding() -> None:
+    from tests.test_models.test_scorer import _setup
+
+    _, _, _, _, features = _setup("history")
+    packed = features.packed()
+    index = np.arange(0, min(len(features), 50), 3)
+    fast, live = packed.feed(index), features.feed(index)
+    assert fast.keys() == live.keys()
+    for key in live:
+        np.testing.assert_array_equal(fast[key], live[key])
