@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from infra.settings import Settings, load_settings
+from tests.test_dashboard.sample_stream import write_sample
 
 
 def dashboard_app(settings: Settings, database_url: str | None) -> Any:
@@ -46,3 +48,10 @@ def dashboard_settings(tmp_path: Any) -> Callable[..., Settings]:
         return load_settings(state_dir=tmp_path / "state", **overrides)
 
     return make
+
+
+@pytest.fixture
+async def stream_data(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The sample stream (and an old, ended one) in this test's database."""
+    await write_sample(pool)
+    return pool

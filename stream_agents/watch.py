@@ -1,0 +1,253 @@
+"""`donorcast watch STREAM`: the dashboard's live leaderboard in the terminal, for people on a server.
+
+By default it reads PostgreSQL with the dashboard's own queries (`stream_agents.dashboard`), so it
+needs neither a browser nor an open web port; `--url http://host:6066` reads a running dashboard's
+JSON API (`/api/snapshot`) instead, sending DONORCAST_DASHBOARD_TOKEN when one is set. Either way it
+shows what the page shows: the top-k viewers with rank changes, a trend sparkline and who actually
+paid (hit: they were in the top k just before paying; miss: they were not), then recent payments.
+Names and chat text are printed as plain text, never interpreted as rich markup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from infra.errors import DatabaseUnavailable, InputError
+from infra.settings import Settings
+
+SPARK = "▁▂▃▄▅▆▇█"
+CHANGE_SHOWN_SECONDS = 15.0
+Fetch = Callable[[str, int], Awaitable[dict[str, Any]]]
+
+
+# ---------------------------------------------------------------- where snapshots come from
+
+def database_fetch(settings: Settings) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
+    """Snapshots straight from PostgreSQL (the summary refreshed every few seconds, like the page)."""
+    from stream_agents.broker import resolve_database_url
+    from stream_agents.dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
+
+    data = DashboardData(Database(resolve_database_url(settings)))
+    cached: dict[str, Any] = {"summary": None, "at": 0.0}
+
+    async def fetch(stream_id: str, k: int) -> dict[str, Any]:
+        try:
+            if cached["summary"] is None or time.monotonic() - cached["at"] > SUMMARY_SECONDS:
+                cached["summary"] = await data.summary(stream_id, k) or {}
+                cached["at"] = time.monotonic()
+            return await data.snapshot(stream_id, k, summary=cached["summary"])
+        except DatabaseUnavailable as error:
+            return degraded(stream_id, k, str(error))
+
+    return fetch, data.db.close
+
+
+def api_fetch(url: str, token: str | None) -> Fetch:
+    """Snapshots from a running dashboard's JSON API."""
+    base = url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise InputError(f"--url must start with http:// or https:// (got {url!r})")
+
+    def get(stream_id: str, k: int) -> dict[str, Any]:
+        query = urllib.parse.urlencode({"stream": stream_id, "k": k})
+        request = urllib.request.Request(f"{base}/api/snapshot?{query}",  # noqa: S310 - scheme checked above
+                                         headers={"X-Donorcast-Token": token} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                body = json.loads(error.read())
+            except ValueError:
+                body = {}
+            if error.code == 503 and body.get("status") == "degraded":
+                return body
+            return {"status": "error", "problems": [f"HTTP {error.code}: {body.get('error') or error.reason}"]}
+        except (OSError, ValueError) as error:
+            return {"status": "error", "problems": [f"cannot reach {base}: {error}"]}
+
+    async def fetch(stream_id: str, k: int) -> dict[str, Any]:
+        return await asyncio.to_thread(get, stream_id, k)
+
+    return fetch
+
+
+# ---------------------------------------------------------------- rendering
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = max(high - low, 0.05)
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / span * (len(SPARK) - 1) + 0.5))] for v in values[-16:])
+
+
+def money(payment: dict[str, Any]) -> str:
+    if payment.get("amount_text"):
+        return str(payment["amount_text"])
+    if payment.get("amount") is not None:
+        return f"{payment['amount']:.2f} {payment.get('currency') or ''}".strip()
+    return str(payment.get("kind", "paid"))
+
+
+def hit_text(rank_before: int | None, hit: bool | None) -> Text:
+    before = "no score yet" if rank_before is None else f"was #{rank_before}"
+    return Text.assemble(("HIT" if hit else "MISS", "bold green" if hit else "bold red"), f" {before}")
+
+
+@dataclass
+class RankChanges:
+    """Rank moves between refreshes, each shown for a few seconds (like the page)."""
+
+    previous: dict[str, int] = field(default_factory=dict)
+    changed: dict[str, tuple[int | None, float]] = field(default_factory=dict)
+
+    def update(self, board: list[dict[str, Any]], now: float) -> dict[str, Text]:
+        if self.previous:
+            for entry in board:
+                before = self.previous.get(entry["viewer_id"])
+                if before != entry["rank"]:
+                    self.changed[entry["viewer_id"]] = (before, now)
+        self.previous = {e["viewer_id"]: e["rank"] for e in board}
+        marks = {}
+        for entry in board:
+            before, at = self.changed.get(entry["viewer_id"], (entry["rank"], 0.0))
+            if now - at > CHANGE_SHOWN_SECONDS or before == entry["rank"]:
+                marks[entry["viewer_id"]] = Text("·", style="dim")
+            elif before is None:
+                marks[entry["viewer_id"]] = Text("new", style="cyan")
+            else:
+                delta = before - entry["rank"]
+                marks[entry["viewer_id"]] = Text(f"{'▲' if delta > 0 else '▼'}{abs(delta)}",
+                                                 style="green" if delta > 0 else "red")
+        return marks
+
+
+def render(snapshot: dict[str, Any], last_good: dict[str, Any] | None, changes: RankChanges,
+           now: float | None = None) -> RenderableType:
+    now = time.monotonic() if now is None else now
+    problem = None
+    if snapshot.get("status") != "ok":
+        problem = Text("; ".join(snapshot.get("problems") or ["no data"]), style="bold red")
+        snapshot = last_good or {"leaderboard": [], "paid": [], "summary": {}, "k": snapshot.get("k", 0)}
+    summary, k = snapshot.get("summary") or {}, snapshot.get("k", 0)
+    board = snapshot.get("leaderboard") or []
+    marks = changes.update(board, now)
+
+    title = Text.assemble((summary.get("title") or snapshot.get("stream_id") or "", "bold"),
+                          f"  {summary.get('state', '')}")
+    table = Table(title=title, expand=False, caption=caption(summary, k))
+    for column, justify in (("#", "right"), ("Δ", "left"), ("viewer", "left"), ("likelihood", "right"),
+                            ("trend", "left"), ("msgs", "right"), ("donated?", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "viewer")  # type: ignore[arg-type]
+    for entry in board:
+        donated: Text = Text("—", style="dim")
+        if entry.get("paid_events"):
+            donated = Text.assemble(("paid " + ", ".join(money(p) for p in entry.get("paid", [])), "yellow"), " ",
+                                    hit_text(entry.get("rank_before_paid"), entry.get("hit")))
+        table.add_row(str(entry["rank"]), marks[entry["viewer_id"]],
+                      Text(entry.get("viewer_name") or entry["viewer_id"], overflow="ellipsis"),
+                      f"{entry['probability'] * 100:.1f}%", Text(sparkline(entry.get("trend") or []), style="blue"),
+                      str(entry.get("n_messages", "")), donated)
+    if not board:
+        table.add_row("", "", Text("waiting for scores…", style="dim"), "", "", "", "")
+
+    paid = Table(title="recent paid events", expand=False, show_edge=False)
+    for column in ("time", "amount", "viewer", "before"):
+        paid.add_column(column)
+    for event in (snapshot.get("paid") or [])[:8]:
+        paid.add_row(clock(event.get("time")), Text(money(event), style="yellow"),
+                     Text(event.get("viewer_name") or event.get("viewer_id", "")),
+                     hit_text(event.get("rank_before"), event.get("hit")))
+    parts: list[RenderableType] = [table, paid]
+    if problem is not None:
+        parts.insert(0, Text.assemble(("DEGRADED: ", "bold red"), problem, " (showing the last data)"))
+    return Group(*parts)
+
+
+def caption(summary: dict[str, Any], k: int) -> str:
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value * 100:.0f}%"
+
+    return (f"{summary.get('messages', 0)} messages · {summary.get('scored_viewers', 0)} viewers scored · "
+            f"{summary.get('payers', 0)} payers · precision@{k} {pct(summary.get('precision_at_k'))} · "
+            f"hit rate@{k} {pct(summary.get('hit_rate_at_k'))} · updated {time.strftime('%H:%M:%S')}")
+
+
+def clock(value: datetime | str | None) -> str:
+    if not value:
+        return ""
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    except ValueError:
+        return str(value)
+    return moment.strftime("%H:%M:%S")
+
+
+# ---------------------------------------------------------------- the command
+
+async def watch(fetch: Fetch, stream_id: str, k: int, interval: float, once: bool, console: Console) -> int:
+    from rich.live import Live
+
+    changes, last_good = RankChanges(), None
+    snapshot = await fetch(stream_id, k)
+    if once:
+        console.print(render(snapshot, None, changes))
+        return 0 if snapshot.get("status") == "ok" else 1
+    with Live(render(snapshot, None, changes), console=console, refresh_per_second=4, screen=False) as live:
+        while True:
+            if snapshot.get("status") == "ok":
+                last_good = snapshot
+            await asyncio.sleep(interval)
+            snapshot = await fetch(stream_id, k)
+            live.update(render(snapshot, last_good, changes))
+
+
+def watch_command(
+    ctx: typer.Context,
+    stream: Annotated[str, typer.Argument(help="stream id (as in the dashboard's stream picker)")],
+    top: Annotated[int, typer.Option("--top", "-k", min=1, max=100, help="leaderboard size")] = 20,
+    url: Annotated[str | None, typer.Option(help="read a running dashboard's API, e.g. http://127.0.0.1:6066; "
+                                                 "default: PostgreSQL directly")] = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between refreshes")] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="print the leaderboard once and exit")] = False,
+) -> None:
+    """The live donor-likelihood leaderboard of one stream in the terminal (Ctrl-C stops)."""
+    from infra.cli import settings_from
+    from stream_agents.dashboard import dashboard_token
+
+    settings = settings_from(ctx)
+    console = Console()
+    close: Callable[[], Awaitable[None]] | None = None
+    if url:
+        fetch = api_fetch(url, dashboard_token(settings))
+    else:
+        fetch, close = database_fetch(settings)
+
+    async def main() -> int:
+        try:
+            return await watch(fetch, stream, top, interval, once, console)
+        finally:
+            if close is not None:
+                await close()
+
+    try:
+        code = asyncio.run(main())
+    except KeyboardInterrupt:
+        code = 0
+    if code:
+        raise typer.Exit(code)
