@@ -84,8 +84,8 @@ def count_batch(rt: Runtime, batch: SortedBatch, appended: int, paid: int, dupli
     m.count("not_input", len(batch.other))
     m.count("dead_letter", len(batch.rejected))
     m.misrouted.inc(sum(1 for i in (*batch.inputs, *batch.paid, *batch.other) if not i.key_matches))
-    for item in (*batch.inputs, *batch.paid, *batch.other):
-        rt.processed[item.partition] = max(rt.processed.get(item.partition, -1), item.offset)
+    for partition, offset in batch.last_offsets.items():
+        rt.processed[partition] = max(rt.processed.get(partition, -1), offset)
 
 
 async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_records: int) -> list[DonorScore]:

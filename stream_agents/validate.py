@@ -36,6 +36,7 @@ class SortedBatch:
     paid: list[Incoming] = field(default_factory=list)
     other: list[Incoming] = field(default_factory=list)
     rejected: list[DeadLetter] = field(default_factory=list)
+    last_offsets: dict[int, int] = field(default_factory=dict)  # partition -> newest offset in the batch
 
     def __len__(self) -> int:
         return len(self.inputs) + len(self.paid) + len(self.other) + len(self.rejected)
@@ -74,6 +75,7 @@ def sort_events(events: Sequence[Any]) -> SortedBatch:
     for event in events:
         record = event.message
         item = classify(event.value, record.key, record.topic, record.partition, record.offset)
+        batch.last_offsets[record.partition] = max(batch.last_offsets.get(record.partition, -1), record.offset)
         if isinstance(item, DeadLetter):
             batch.rejected.append(item)
         elif item.message.is_paid:
