@@ -1,9 +1,9 @@
 """`donorcast` command line: the composition root.
 
-Service commands (up, down, status, db migrate) live here. Each other package contributes its
-commands through a `register(app)` function in its own `cli.py`; those modules are imported in
-`build_app()`, not at import time of `infra`, and they import their heavy dependencies (torch,
-faust, selenium) inside the command bodies so `donorcast --help` stays fast.
+Service commands (up, down, status, db migrate) live here. Every other command lives beside the
+code it runs and is listed in COMMANDS below, so this table is the map of the whole CLI. Those
+modules are imported in `build_app()`, never when `infra` is imported, and they import their heavy
+dependencies (torch, faust, selenium) inside the command bodies so `donorcast --help` stays fast.
 """
 
 from __future__ import annotations
@@ -23,9 +23,30 @@ from infra.settings import Settings, load_settings
 
 console = Console(stderr=True)
 
-# Packages that contribute commands, in help order. A missing module is skipped, so a partial
-# checkout still runs the service commands.
-COMMAND_MODULES = ("producers.cli", "training.cli", "stream_agents.cli", "bench.cli")
+# name -> "module:attribute"; a function becomes a command, a typer.Typer a command group.
+COMMANDS: dict[str, str] = {
+    # producers: sources -> PostgreSQL / Kafka
+    "ingest": "producers.ingest:ingest_command",
+    "simulate": "producers.simulator:simulate_command",
+    "collect": "producers.archive.collect:collect_command",
+    "update": "producers.archive.collect:update_command",
+    "live": "producers.live:live_command",
+    "replay": "producers.replay:replay_command",
+    # training: offline jobs
+    "pretrain": "training.pretrain_mlm:pretrain_command",
+    "analyze": "training.coherence:analyze_app",
+    "fit": "training.train_classifier:fit_command",
+    "evaluate": "training.evaluate:evaluate_command",
+    "score": "training.batch_score:score_command",
+    "export": "training.export_onnx:export_command",
+    "retrain": "training.retrain:retrain_command",
+    "models": "training.model_commands:models_app",
+    # stream agents: Kafka -> scores -> dashboard
+    "worker": "stream_agents.worker:worker_command",
+    "demo": "stream_agents.demo:demo_command",
+    "watch": "stream_agents.watch:watch_command",
+    "bench": "bench.cli:bench_app",
+}
 
 
 def settings_from(ctx: typer.Context) -> Settings:
@@ -139,15 +160,27 @@ def build_app() -> typer.Typer:
     app.command()(down)
     app.command()(status)
     app.add_typer(db_app, name="db")
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and module_name.startswith(error.name):
-                continue
-            raise
-        module.register(app)
+    for name, target in COMMANDS.items():
+        attribute = _load(target)
+        if attribute is None:
+            continue
+        if isinstance(attribute, typer.Typer):
+            app.add_typer(attribute, name=name)
+        else:
+            app.command(name)(attribute)
     return app
+
+
+def _load(target: str) -> object | None:
+    """Import "module:attribute"; None only when that module itself does not exist (yet)."""
+    module_name, attribute = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            return None
+        raise
+    return getattr(module, attribute)
 
 
 def main() -> None:
