@@ -170,9 +170,9 @@ def plot(result: dict[str, Any], names: Sequence[str], path: Path) -> Path:
     centers = [(b["lo"] + b["hi"]) / 2 for b in result["bins"]]
     figure, (raw, normalized) = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
-        raw.plot(centers, [b[name] for b in result["bins"]], marker="o", label=name)
+        (line,) = raw.plot(centers, [b[name] for b in result["bins"]], marker="o", label=name)
+        raw.axhline(result["baseline"][name]["mean"], color=line.get_color(), linestyle=":", linewidth=1)
         normalized.plot(centers, [b[f"{name}_normalized"] for b in result["bins"]], marker="o", label=name)
-        raw.axhline(result["baseline"][name]["mean"], linestyle=":", linewidth=1)
     normalized.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     raw.set(title="mean cosine by time lag (dotted: long-lag baseline)", xlabel="lag (s)", ylabel="cosine")
     normalized.set(title="coherence relative to baseline", xlabel="lag (s)", ylabel="cosine / baseline")

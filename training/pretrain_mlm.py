@@ -80,7 +80,7 @@ class PretrainConfig:
     eval_batch_size: int = 64
     grad_accum: int = 1
     lr: float = 1e-4
-    head_lr: float = 1e-3  # the MLM head (all of it when fresh)
+    head_lr: float = 1e-3  # the MLM head's lr when it starts random (a pretrained head uses lr)
     head_warmup_steps: int = 100  # body lr held at 0 this long, only when the head was initialised fresh
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -442,8 +442,9 @@ def masked_lm_loss(mlm: Any) -> Any:
 
 # ---------------------------------------------------------------------------- optimiser and schedule
 
-def make_optimizer(wrapped: Any, config: PretrainConfig) -> Any:
-    """AdamW with two groups: body (lr) and head (head_lr); no decay on biases and LayerNorm."""
+def make_optimizer(wrapped: Any, config: PretrainConfig, head_fresh: bool) -> Any:
+    """AdamW with two groups: body (lr) and head (head_lr if the head is fresh, else lr);
+    no decay on biases and LayerNorm."""
     import torch
 
     head = head_module(wrapped.mlm)
@@ -456,7 +457,7 @@ def make_optimizer(wrapped: Any, config: PretrainConfig) -> Any:
         groups.setdefault((part, decay), []).append(param)
     return torch.optim.AdamW(
         [
-            {"params": params, "lr": config.head_lr if part == "head" else config.lr,
+            {"params": params, "lr": config.head_lr if part == "head" and head_fresh else config.lr,
              "weight_decay": config.weight_decay if decay else 0.0, "part": part}
             for (part, decay), params in groups.items()
         ],
@@ -612,7 +613,7 @@ def main(config: PretrainConfig, corpus: Sequence[StreamText] | None = None) -> 
 
     # --- model, optimiser, schedule
     wrapped = masked_lm_loss(mlm)
-    optimizer = make_optimizer(wrapped, config)
+    optimizer = make_optimizer(wrapped, config, head_fresh)
     scheduler = make_scheduler(optimizer, config, total_steps, head_fresh)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
     loader = accelerator.prepare_data_loader(loader, device_placement=False)  # masked on CPU, then moved

@@ -85,13 +85,13 @@ def real_chat(shared_data: Path, n: int = 200) -> list[str]:
 def test_fp32_matches_pytorch(torch_encoder: MessageEncoder, fp32: OnnxEncoder) -> None:
     texts = generated_texts(48)
     assert fp32.dim == 384
-    for batch_size in (1, 32):
-        diff = np.abs(fp32.embed(texts, batch_size=batch_size) - torch_encoder.embed(texts, batch_size=batch_size))
+    for batch_size, rows in ((1, texts[:12]), (32, texts)):  # no padding, and mixed lengths padded
+        diff = np.abs(fp32.embed(rows, batch_size=batch_size) - torch_encoder.embed(rows, batch_size=batch_size))
         assert diff.max() < 1e-4, (batch_size, diff.max())
 
 
 def test_int8_is_close_to_fp32_on_generated_text(fp32: OnnxEncoder, int8: OnnxEncoder) -> None:
-    texts = generated_texts(96, seed=1)
+    texts = generated_texts(64, seed=1)
     cos = cosines(fp32.embed(texts), int8.embed(texts))
     assert cos.mean() >= 0.99 and cos.min() >= 0.95, (cos.mean(), cos.min())
 
