@@ -80,7 +80,7 @@ ACTIVITY_MINUTES = 240
 VIEWER_MESSAGES = 300
 ACTIVE_SECONDS = 60.0  # a stream scored this recently is live or replaying
 SETTLE_SECONDS = 20.0  # a payer's rank-before is final once its payment is this old (late scores)
-SUMMARY_SECONDS = 5.0  # the feed refreshes the (heavier) summary this often
+SUMMARY_SECONDS = 3.0  # the feed refreshes the (heavier) summary this often
 QUERY_TIMEOUT = 10.0
 RETRY_SECONDS = 2.0  # after a failed connection, wait this long before trying PostgreSQL again
 TOKEN_COOKIE = "donorcast_token"
@@ -422,8 +422,9 @@ async def q_counts(pool: asyncpg.Pool, stream_id: str) -> dict[str, Any]:
         stream_id, PAID, timeout=QUERY_TIMEOUT,
     )
     totals = await pool.fetch(
-        "SELECT coalesce(currency, 'XXX') AS currency, sum(amount) AS amount, count(*) AS events "
-        "FROM chat_messages WHERE stream_id = $1 AND kind = ANY($2::text[]) AND amount IS NOT NULL "
+        # Amounts in an unknown currency (XXX: e.g. a count of gifted memberships) are not money to add up.
+        "SELECT currency, round(sum(amount)::numeric, 2) AS amount FROM chat_messages "
+        "WHERE stream_id = $1 AND kind = ANY($2::text[]) AND amount IS NOT NULL AND currency <> 'XXX' "
         "GROUP BY 1 ORDER BY 1",
         stream_id, PAID, timeout=QUERY_TIMEOUT,
     )

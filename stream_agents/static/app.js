@@ -273,7 +273,7 @@
     ];
     const fragment = document.createDocumentFragment();
     for (const [label, value] of tiles) {
-      const tile = el("div", "tile", el("dt", null, label), el("dd", null, value ?? "—"));
+      const tile = el("div", label === "model" ? "tile small" : "tile", el("dt", null, label), el("dd", null, value ?? "—"));
       fragment.appendChild(tile);
     }
     $("tiles").replaceChildren(fragment);
@@ -319,7 +319,7 @@
   function donatedCell(row, k) {
     if (!row.paid_events) return el("span", "muted", "—");
     const amounts = (row.paid || []).map((p) => money(p.amount, p.currency, p.amount_text || kindLabel(p.kind)));
-    const cell = el("span", "donated", `💰 ${amounts.join(", ")}`);
+    const cell = el("span", "donated", el("span", "coin", "$"), ` ${amounts.join(", ")}`);
     cell.appendChild(document.createTextNode(" "));
     cell.appendChild(hitTag(row.rank_before_paid, row.hit, k));
     return cell;
@@ -488,8 +488,8 @@
         item.appendChild(star);
       }
       if (message.paid) {
-        item.appendChild(el("span", "tag tag-paid",
-          `💰 ${money(message.amount, message.currency, message.amount_text || "")} ${kindLabel(message.kind)}`));
+        item.appendChild(el("span", "tag tag-paid", el("span", "coin", "$"),
+          ` paid ${money(message.amount, message.currency, message.amount_text || "")} ${kindLabel(message.kind)}`));
       }
       item.appendChild(el("span", "message-text", message.text));
       if (message.truncated) item.appendChild(el("small", "muted", " (truncated)"));
