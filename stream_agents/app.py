@@ -155,8 +155,9 @@ def create_app(
         send_score=send_score,
         send_dead_letter=send_dead_letter,
         owns=owns,
+        database_url=database_url or settings.database_url,
     )
-    database_url = database_url or settings.database_url
+    database_url = rt.database_url
     sink = None
     if database_url:
         sink = PostgresSink(
@@ -164,31 +165,17 @@ def create_app(
             topics=(chat_messages.get_topic_name(), donor_scores.get_topic_name()),
             group_id=f"{app.conf.id}-persist", metrics=metrics,
         )
-        register_history_pool(app, rt, database_url)
     register_agents(app, rt, chat_messages, sink)
     register_views(app, rt, sink)
+    register_shutdown(app, rt)
     register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (dashboard.py)
     app.runtime = rt  # type: ignore[attr-defined] - for views added later (dashboard) and tests
     return app
 
 
-def register_history_pool(app: faust.App, rt: Runtime, database_url: str) -> None:
-    """A small asyncpg pool for viewer-history reads, opened when the worker starts."""
-
-    @app.task
-    async def open_history_pool() -> None:
-        import asyncio
-
-        from infra.postgres import create_pool
-
-        while rt.pool is None:
-            try:
-                rt.pool = await create_pool(database_url, min_size=1, max_size=2)
-            except Exception:  # noqa: BLE001 - PostgreSQL down: score without history, try again
-                await asyncio.sleep(5)
-
+def register_shutdown(app: faust.App, rt: Runtime) -> None:
     @app.on_before_shutdown.connect
-    async def close_history_pool(sender: faust.App, **kwargs: object) -> None:
+    async def close_resources(sender: faust.App, **kwargs: object) -> None:
         if rt.pool is not None:
             await rt.pool.close()
         rt.models.close()

@@ -45,7 +45,9 @@ class Runtime:
     boards: Leaderboards = field(default_factory=Leaderboards)
     histories: HistoryCache = field(default_factory=HistoryCache)
     outcomes: OutcomeLog = field(default_factory=OutcomeLog)
-    pool: Any = None  # asyncpg pool for history reads (None: scored without history)
+    database_url: str | None = None  # for history reads; None: models that use history get none
+    pool: Any = None  # opened on first need
+    pool_retry_at: float = 0.0
     processed: dict[int, int] = field(default_factory=dict)  # partition -> newest offset processed
 
 
@@ -58,9 +60,22 @@ def rebuild_boards(rt: Runtime) -> None:
     rt.metrics.viewers.set(rt.boards.viewers)
 
 
+async def history_pool(rt: Runtime) -> Any:
+    """The pool for history reads, opened on first need; while PostgreSQL is down, retried every few seconds."""
+    if rt.pool is None and rt.database_url and time.monotonic() >= rt.pool_retry_at:
+        from infra.postgres import create_pool
+
+        try:
+            rt.pool = await create_pool(rt.database_url, min_size=1, max_size=2, timeout=3.0)
+        except Exception as error:  # noqa: BLE001 - scored without history meanwhile
+            log.warning("viewer history unavailable: %s", error)
+            rt.pool_retry_at = time.monotonic() + 5.0
+    return rt.pool
+
+
 async def histories_for(rt: Runtime, model: LoadedModel, updates: Sequence[ViewerUpdate]
                         ) -> dict[tuple[str, str], ViewerHistory | None]:
-    if not model.scorer.uses_history or rt.pool is None:
+    if not model.scorer.uses_history or await history_pool(rt) is None:
         return {}
     wanted = [(*split_viewer_key(u.key), u.header.origin or u.header.first_time or 0.0) for u in updates]
     return await rt.histories.lookup(rt.pool, wanted)

@@ -24,7 +24,7 @@ from stream_agents.sequences import StoredMessage, ViewerSequence, split_viewer_
 
 # Leave-one-out explanations cost T+1 classifier rows per viewer: computed where someone looks (the
 # top of each stream's leaderboard); any other viewer is explained on request (GET /viewers/...).
-EXPLAIN_TOP_K = 50
+EXPLAIN_TOP_K = 20
 TOP_MESSAGES = 3
 
 

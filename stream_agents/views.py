@@ -123,7 +123,8 @@ def register_views(app: faust.App, rt: Runtime, sink: PostgresSink | None) -> No
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(rt.metrics.prometheus_text(), content_type=PROMETHEUS_CONTENT_TYPE)
+            # As a header: aiohttp refuses parameters (version, charset) in its content_type argument.
+            return self.bytes(rt.metrics.prometheus_text(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
     @app.page("/metrics/summary")
     class Summary(View):

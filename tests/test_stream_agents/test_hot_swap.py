@@ -7,7 +7,12 @@ import pytest
 from infra.events import DonorScore
 from infra.settings import Settings
 from infra.topics import DONOR_SCORES
-from tests.test_stream_agents.harness import BackgroundPublisher, read_topic, reference_sequences, synthetic_stream
+from tests.test_stream_agents.harness import (
+    BackgroundPublisher,
+    read_topic,
+    reference_sequences,
+    synthetic_stream,
+)
 from tests.test_stream_agents.scorer_double import promote_double
 
 pytestmark = pytest.mark.slow
