@@ -523,8 +523,16 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def save_checkpoint(accelerator: Any, out_dir: Path, state: dict[str, Any], keep: int) -> Path:
     """Accelerate state (model, optimiser, scheduler, RNG) + our counters; the state file is written
     last, so a checkpoint without it is incomplete and ignored."""
+    import logging
+
     path = out_dir / "checkpoints" / f"step-{state['step']:07d}"
-    accelerator.save_state(str(path))
+    tied_notice = logging.getLogger("accelerate.utils.other")  # "Removed shared tensor": the tied decoder
+    level = tied_notice.level
+    tied_notice.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(path))
+    finally:
+        tied_notice.setLevel(level)
     if accelerator.is_main_process:
         (path / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
         for old in sorted((out_dir / "checkpoints").glob("step-*"))[:-keep]:
@@ -778,9 +786,13 @@ def pretrain_command(
     console.print(f"[green]done[/green]: encoder in {results.encoder_dir}; results in {job.out_dir / 'results.json'}")
 
 
-if __name__ == "__main__":  # `accelerate launch -m training.pretrain_mlm [pretrain options]`
+if __name__ == "__main__":
+    # Several processes: `accelerate launch -m training.pretrain_mlm --config training/configs/gpu.toml`
+    # (GPUs) or `torchrun --nproc_per_node N -m training.pretrain_mlm ...` (CPU). Start the services
+    # once first (`donorcast up`) so the processes share them instead of racing to start them.
     import sys
 
-    from infra.cli import build_app
+    from infra.cli import main as cli_main
 
-    build_app()(["pretrain", *sys.argv[1:]])
+    sys.argv = [sys.argv[0], "pretrain", *sys.argv[1:]]
+    cli_main()
