@@ -1,0 +1,70 @@
+"""`donorcast worker --workers N`: N worker processes on consecutive web ports, stopped together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from infra.kafka import free_port
+from infra.process import is_alive
+from infra.settings import Settings
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def health(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:  # noqa: S310
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def test_two_workers_start_answer_and_stop_on_sigterm(topics: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "DONORCAST_KAFKA_BOOTSTRAP": topics.kafka_bootstrap or "",
+           "DONORCAST_DATABASE_URL": topics.database_url or "", "DONORCAST_TOPIC_PREFIX": topics.topic_prefix,
+           "DONORCAST_WEB_PORT": str(port), "PYTHONPATH": str(REPO_ROOT)}
+    log = tmp_path / "worker-command.log"
+    with open(log, "wb") as out:
+        command = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "infra.cli", "--state-dir", str(tmp_path / "state"), "worker", "--workers", "2"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (health(port) and health(port + 1)):
+            assert command.poll() is None, log.read_text()
+            time.sleep(0.5)
+        # No model is promoted in this state dir: both serve HTTP and say they are waiting for one.
+        assert health(port)["status"] == health(port + 1)["status"] == "starting", log.read_text()
+        workers = children_of(command.pid)
+        assert len(workers) == 2
+        printed = log.read_text()
+        assert f"http://127.0.0.1:{port}/healthz" in printed and f"http://127.0.0.1:{port + 1}/healthz" in printed
+        assert "none promoted" in printed
+    finally:
+        command.send_signal(signal.SIGTERM)
+        command.wait(timeout=60)
+    assert command.returncode == 0, log.read_text()
+    assert not any(is_alive(pid, "stream_agents") for pid in workers)
