@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,65 +78,101 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def test_demo_shows_scores_and_stops_cleanly(service_tmp_path: Path) -> None:
-    state_dir = service_tmp_path / "state"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DONORCAST_")}
-    env.update({"DONORCAST_STATE_DIR": str(state_dir), "DONORCAST_WEB_PORT": str(port), "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"})
-    log_path = service_tmp_path / "demo.log"
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
-        demo = subprocess.Popen([*donorcast_command(), "demo"], cwd=service_tmp_path, env=env,  # noqa: S603
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    timing: dict[str, Any] = {}
-    try:
-        scored: list[dict[str, Any]] = []
-        while not scored:
-            assert demo.poll() is None, f"the demo exited ({demo.returncode}):\n{tail(log_path)}"
-            assert time.monotonic() - started < FIRST_SCORE_LIMIT, f"no scores within 5 minutes:\n{tail(log_path)}"
+@dataclass
+class DemoRun:
+    process: subprocess.Popen[bytes]
+    base: str
+    log_path: Path
+    started: float
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_scores(self, stream_id: str | None = None) -> dict[str, Any]:
+        """The first stream (or `stream_id`) with scored viewers, as /api/streams lists it."""
+        while True:
+            assert self.process.poll() is None, f"the demo exited ({self.process.returncode}):\n{tail(self.log_path)}"
+            assert time.monotonic() - self.started < FIRST_SCORE_LIMIT, f"no scores in 5 minutes:\n{tail(self.log_path)}"
             try:
-                scored = [s for s in get(f"{base}/api/streams") if s["scored_viewers"] > 0]
+                for stream in get(f"{self.base}/api/streams"):
+                    if stream["scored_viewers"] > 0 and stream_id in (None, stream["stream_id"]):
+                        return stream
             except OSError:
                 pass
             time.sleep(1.0)
-        timing["first_score_seconds"] = round(time.monotonic() - started, 1)
-        text = log_path.read_text(errors="replace")
-        assert "no promoted model: training the demo model" in text  # a fresh state dir trains one
-        assert f"dashboard: {base}/dashboard/" in text
 
-        stream_id = scored[0]["stream_id"]
-        assert scored[0]["state"] == "replaying" and scored[0]["title"].startswith("Nova plays")
-        board = get(f"{base}/api/leaderboard?stream={stream_id}&k=5")
-        assert board and all(0.0 <= e["probability"] <= 1.0 for e in board)
-        assert board[0]["model_version"].startswith("v")  # the trained demo model, from the registry
-        page = urllib.request.urlopen(f"{base}/dashboard/", timeout=5).read().decode()  # noqa: S310
-        assert "static/app.js" in page
-
+    def interrupt(self, state_dir: Path) -> float:
+        """SIGINT; checks a clean exit with every process it started gone; returns seconds to stop."""
         records = {p.stem: json.loads(p.read_text()) for p in (state_dir / "run").glob("*.json")}
-        started_pids = descendants(demo.pid) | {records["kafka"]["pid"], records["postgres"]["pid"]}
+        started_pids = descendants(self.process.pid) | {records["kafka"]["pid"], records["postgres"]["pid"]}
         started_pids |= processes_using(state_dir)
         assert len(started_pids) >= 3, started_pids  # at least broker, database, worker
-
         stop_at = time.monotonic()
-        demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=120) == 0, tail(log_path)
-        timing["stop_seconds"] = round(time.monotonic() - stop_at, 1)
-        assert "demo stopped" in log_path.read_text(errors="replace")
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.wait(timeout=120) == 0, tail(self.log_path)
+        stopped = time.monotonic() - stop_at
+        assert "demo stopped" in self.log
         time.sleep(0.5)
         left = {pid for pid in started_pids if alive(pid)} | processes_using(state_dir)
         assert not left, f"still running after the demo exited: {left}"
         assert not list((state_dir / "run").glob("*.json"))  # no service records left either
+        return stopped
+
+
+def start_demo(args: list[str], state_dir: Path, log_path: Path) -> DemoRun:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DONORCAST_")}
+    env.update({"DONORCAST_STATE_DIR": str(state_dir), "DONORCAST_WEB_PORT": str(port), "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([*donorcast_command(), "demo", *args], cwd=state_dir.parent,  # noqa: S603
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return DemoRun(process, f"http://127.0.0.1:{port}", log_path, time.monotonic())
+
+
+def test_demo_shows_scores_and_stops_cleanly(service_tmp_path: Path) -> None:
+    """Fresh state dir: trains the demo model, replays simulated streams; then `--file` on the same
+    state dir replays a chat-downloader file with the model already there."""
+    from producers.simulator import simulate, write_chat_downloader_json
+
+    state_dir = service_tmp_path / "state"
+    timing: dict[str, Any] = {}
+    runs: list[DemoRun] = []
+    try:
+        demo = start_demo([], state_dir, service_tmp_path / "demo.log")
+        runs.append(demo)
+        stream = demo.wait_for_scores()
+        timing["first_score_seconds"] = round(time.monotonic() - demo.started, 1)
+        assert "no promoted model: training the demo model" in demo.log  # a fresh state dir trains one
+        assert f"dashboard: {demo.base}/dashboard/" in demo.log
+        assert stream["state"] == "replaying" and stream["title"].startswith("Nova plays")
+        board = get(f"{demo.base}/api/leaderboard?stream={stream['stream_id']}&k=5")
+        assert board and all(0.0 <= e["probability"] <= 1.0 for e in board)
+        assert board[0]["model_version"].startswith("v")  # the trained demo model, from the registry
+        page = urllib.request.urlopen(f"{demo.base}/dashboard/", timeout=5).read().decode()  # noqa: S310
+        assert "static/app.js" in page
+        timing["stop_seconds"] = round(demo.interrupt(state_dir), 1)
+
+        chat = write_chat_downloader_json(simulate(1, 77, viewers=120, minutes=20)[0], service_tmp_path / "chat.json")
+        again = start_demo(["--file", str(chat), "--speed", "50"], state_dir, service_tmp_path / "demo-file.log")
+        runs.append(again)
+        stream = again.wait_for_scores("chat")
+        timing["file_first_score_seconds"] = round(time.monotonic() - again.started, 1)
+        assert stream["title"] == "chat.json"
+        assert "training" not in again.log and "1 stream(s)" in again.log  # the promoted model is reused
+        assert {s["stream_id"] for s in get(f"{again.base}/api/streams")} >= {"chat"}
+        timing["file_stop_seconds"] = round(again.interrupt(state_dir), 1)
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        for run in runs:
+            if run.process.poll() is None:
+                run.process.kill()
+                run.process.wait()
         from infra.postgres import EmbeddedPostgres
         from infra.settings import load_settings
 
         EmbeddedPostgres(load_settings(state_dir=state_dir)).stop()  # only if a failure left it running
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "demo-timing.json").write_text(json.dumps(timing, indent=2))
-        (ARTIFACTS / "demo.log").write_text(log_path.read_text(errors="replace"))
+        (ARTIFACTS / "demo.log").write_text("\n\n".join(run.log for run in runs))
     assert timing["first_score_seconds"] < FIRST_SCORE_LIMIT
