@@ -85,7 +85,7 @@ def pipeline_messages(n: int, *, source: str = "auto", seed: int = 0, data_dir: 
     kind = _resolve(source, data_dir)
     if kind == "simulator":
         messages = _simulated(n, seed)[:n]
-        return ChatSample(messages, f"simulated chat (producers.simulator, seed {seed}), {len(messages)} messages")
+        return ChatSample(messages, f"{len(messages)} messages of simulated chat (producers.simulator, seed {seed})")
     messages: list[ChatMessage] = []
     used = 0
     for path in real_stream_files(data_dir):
@@ -93,8 +93,8 @@ def pipeline_messages(n: int, *, source: str = "auto", seed: int = 0, data_dir: 
             break
         messages.extend(_read_stream(path)[: n - len(messages)])
         used += 1
-    return ChatSample(messages, f"real chat: {used} streams of RBTV 2017-07/08 and HundredBeans '{HUNDREDBEANS_CHANNEL}' "
-                                f"(read at run time, not stored), {len(messages)} messages")
+    return ChatSample(messages, f"{len(messages)} messages of real chat from {used} streams (RBTV 2017-07/08 and "
+                                f"HundredBeans '{HUNDREDBEANS_CHANNEL}'; read at run time and not stored)")
 
 
 def encoder_texts(n: int, *, source: str = "auto", seed: int = 0, data_dir: Path | None = None,
@@ -109,8 +109,8 @@ def encoder_texts(n: int, *, source: str = "auto", seed: int = 0, data_dir: Path
         rng_files = random.Random(seed)
         chosen = rng_files.sample(files, min(streams, len(files)))
         pool = [m.text for path in chosen for m in _read_stream(path) if m.is_model_input and m.text]
-        description = (f"real chat: random draw from {len(chosen)} streams of RBTV 2017-07/08 and HundredBeans "
-                       f"'{HUNDREDBEANS_CHANNEL}' (read at run time, not stored)")
+        description = (f"real chat drawn at random from {len(chosen)} streams (RBTV 2017-07/08 and HundredBeans "
+                       f"'{HUNDREDBEANS_CHANNEL}'; read at run time and not stored)")
     rng = random.Random(seed)
     texts = rng.sample(pool, n) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]
-    return texts, f"{description}, {len(texts)} messages"
+    return texts, description

@@ -540,7 +540,8 @@ def run(config: PipelineBenchConfig, settings: Settings, out: Path | None = None
     sample = pipeline_messages(config.messages, source=config.source, seed=config.seed)
     n_rate = max(1, int(config.rate * config.rate_seconds))
     rate_sample = pipeline_messages(n_rate, source=config.source, seed=config.seed + 1)
-    recorder.data["data"] = {"throughput_phase": sample.source, "latency_phase": rate_sample.source}
+    recorder.data["data"] = {"throughput_phase": sample.source, "latency_phase": rate_sample.source,
+                             "text_repeat_share_10k": text_repeat_share(sample.messages)}
     if len(sample.messages) < config.messages:
         recorder.note(f"only {len(sample.messages)} messages available (asked for {config.messages})")
     with running_services(bench) as endpoints:
@@ -582,7 +583,45 @@ def targets(runs: list[dict[str, Any]], config: PipelineBenchConfig) -> list[dic
     return out
 
 
+def text_repeat_share(messages: Sequence[ChatMessage], window: int = 10_000) -> float:
+    """Share of model-input messages whose exact text was among the previous `window` ones: what a
+    text -> vector cache in the worker would save the encoder."""
+    from collections import OrderedDict
+
+    recent: OrderedDict[str, None] = OrderedDict()
+    repeats = inputs = 0
+    for message in messages:
+        if not message.is_model_input:
+            continue
+        inputs += 1
+        if message.text in recent:
+            repeats += 1
+            recent.move_to_end(message.text)
+        else:
+            recent[message.text] = None
+            if len(recent) > window:
+                recent.popitem(last=False)
+    return round(repeats / inputs, 3) if inputs else 0.0
+
+
+def encoder_cpu_ms(results_dir: Path) -> float | None:
+    """CPU ms per message of the int8 encoder alone, batches of 32 in arrival order, 1 thread, from
+    the encoder benchmark's result file (None when there is none)."""
+    path = results_dir / "encoder.json"
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        run_ = next(r for r in result["runs"] if r["threads"] == 1)
+        variant = next(v for v in run_["variants"] if v["name"] == "d0_onnx_int8_arrival")
+        return round(1000.0 / variant["msgs_per_cpu_s"], 3)
+    except (OSError, ValueError, KeyError, StopIteration, ZeroDivisionError):
+        return None
+
+
 def analyse(recorder: Recorder, runs: list[dict[str, Any]]) -> None:
+    from bench.machine import RESULTS_DIR
+
+    encoder_ms = encoder_cpu_ms(RESULTS_DIR)
+    repeat = recorder.data["data"].get("text_repeat_share_10k")
     for run_ in runs:
         t = run_["throughput"]
         per_msg = {k: v for k, v in t["cpu_ms_per_message"].items() if v is not None}
@@ -593,10 +632,23 @@ def analyse(recorder: Recorder, runs: list[dict[str, Any]]) -> None:
                 f"(sum {sum(per_msg.values()):.2f} ms -> at most {1000 / max(sum(per_msg.values()), 1e-9):,.0f} msgs/s "
                 f"per fully used core; {t['cores_busy']} cores were busy on average)."
             )
+            worker_ms = sum(v for k, v in per_msg.items() if k.startswith("worker"))
+            if encoder_ms:
+                recorder.analysis(
+                    f"{run_['workers']} worker(s): the int8 encoder alone costs {encoder_ms:.2f} CPU ms per message "
+                    f"(bench/results/encoder.json, batches of 32, 1 thread), {100 * encoder_ms / max(worker_ms, 1e-9):.0f}% of "
+                    f"the workers' {worker_ms:.2f} ms; the rest is Kafka, faust, (de)serialisation, sequences, "
+                    "the classifier and its explanations."
+                )
         for i, prof in enumerate(t.get("profiles") or []):
             if "by_component_pct" in prof:
                 top = ", ".join(f"{k} {v}%" for k, v in list(prof["by_component_pct"].items())[:6])
-                recorder.analysis(f"{run_['workers']} worker(s), worker {i} py-spy: {top}.")
+                inclusive = ", ".join(f"{k} {v}%" for k, v in sorted(prof["inclusive_pct"].items(), key=lambda kv: -kv[1])[:6])
+                recorder.analysis(f"{run_['workers']} worker(s), worker {i} py-spy ({prof['samples']} samples) by "
+                                  f"innermost component: {top}; inclusive: {inclusive}.")
+    if repeat:
+        recorder.analysis(f"{100 * repeat:.0f}% of the model-input messages repeat a text seen in the previous 10k "
+                          "messages: a text -> vector LRU cache in the worker would skip the encoder for them.")
 
 
 def main(argv: list[str] | None = None) -> None:

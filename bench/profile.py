@@ -43,6 +43,26 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Innermost frames that mean "waiting", not working (py-spy cannot always tell in --nonblocking mode).
+IDLE_LEAVES: tuple[str, ...] = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py",
+                                "Condition.wait (threading.py", "SimpleQueue.get", "Event.wait (threading.py")
+
+# (label, function name ends with, file path contains): share of samples with such a frame anywhere.
+INCLUSIVE: tuple[tuple[str, str, str], ...] = (
+    ("process_batch (one micro-batch, all steps)", "process_batch", "stream_agents/pipeline.py"),
+    ("encoder: OnnxEncoder.embed", "embed", "models/onnx_encoder.py"),
+    ("tokenizer (inside embed)", "__call__", "tokenization_utils"),
+    ("classifier: DonorScorer.score", ".score", "models/scorer.py"),
+    ("explanations: DonorScorer.explain", ".explain", "models/scorer.py"),
+    ("sequence windows: load_updates/append", "load_updates", "stream_agents/embed.py"),
+    ("publish scores", "publish", "stream_agents/pipeline.py"),
+    ("validate/parse chat records", "sort_events", "stream_agents/validate.py"),
+    ("PostgreSQL sink", "run", "stream_agents/persist.py"),
+    ("faust table changelog writes", "", "faust/tables"),
+    ("Kafka client", "", "aiokafka/"),
+)
+
+
 def py_spy() -> str | None:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return found if Path(found).is_file() else None
@@ -65,7 +85,14 @@ def _frames(stack: str) -> list[str]:
     return [f for f in stack.split(";") if f]
 
 
+def _matches(frame: str, suffix: str, path: str) -> bool:
+    name, _, where = frame.partition(" (")
+    return name.endswith(suffix) and path in where
+
+
 def component_of(frames: list[str]) -> str:
+    if any(needle in frames[-1] for needle in IDLE_LEAVES):
+        return "idle (waiting for I/O or work)"
     for frame in reversed(frames):
         for needle, name in COMPONENTS:
             if needle in frame:
@@ -91,6 +118,7 @@ def summarise(path: Path, top: int = 12) -> dict[str, Any] | None:
         return None
     self_time: Counter[str] = Counter()
     components: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
     total = 0
     for line in lines:
@@ -105,11 +133,15 @@ def summarise(path: Path, top: int = 12) -> dict[str, Any] | None:
         threads[frames[0].split(" (", 1)[0]] += count
         self_time[short_frame(frames[-1])] += count
         components[component_of(frames)] += count
+        for label, suffix, path in INCLUSIVE:
+            if any(_matches(frame, suffix, path) for frame in frames):
+                inclusive[label] += count
     if total == 0:
         return None
     return {
         "samples": total,
         "by_component_pct": {name: round(100 * n / total, 1) for name, n in components.most_common()},
+        "inclusive_pct": {label: round(100 * inclusive[label] / total, 1) for label, _, _ in INCLUSIVE},
         "top_self_pct": [{"frame": name, "pct": round(100 * n / total, 1)} for name, n in self_time.most_common(top)],
         "by_thread_pct": {name: round(100 * n / total, 1) for name, n in threads.most_common(6)},
     }

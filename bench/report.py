@@ -63,7 +63,7 @@ def _notes(result: dict[str, Any]) -> list[str]:
 def encoder_section(result: dict[str, Any], h: str) -> list[str]:
     data, model = result["data"], result["model"]
     lines = [f"{h} Encoder", "", _machine_line(result), "",
-             f"{data['messages']} messages ({data['source'].split(',')[0]}), mean {data['tokens_mean']} tokens "
+             f"{data['messages']} messages of {data['source']}; mean {data['tokens_mean']} tokens "
              f"(p99 {data['tokens_p99']:.0f}, max_length {data['max_length']}); model {model['layers']} layers x "
              f"{model['hidden']} hidden, {model['gflop_per_message_at_mean_tokens']} GFLOP/message at the mean "
              f"length, {model['gflop_per_message_padded']} padded. Speed-up is against (a) in the same run.", ""]
@@ -84,7 +84,7 @@ def encoder_section(result: dict[str, Any], h: str) -> list[str]:
 
 def pipeline_section(result: dict[str, Any], h: str) -> list[str]:
     lines = [f"{h} Pipeline (embedded Tansu + stream workers, scoring and persistence on)", "", _machine_line(result), "",
-             f"Throughput: {result['data']['throughput_phase'].split(',')[0]}; latency: offered at "
+             f"Throughput phase: {result['data']['throughput_phase']}. Latency phase: offered at "
              f"{result['config']['rate']:g} msgs/s for {result['config']['rate_seconds']:g} s. Model "
              f"{result['model']['version']} ({result['model'].get('runtime_encoder')}).", ""]
     rows = []
