@@ -35,9 +35,10 @@ def clip_raw(raw: object) -> str:
             text = json.dumps(raw, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(raw)
-    encoded = text.encode("utf-8")
+    # A lone surrogate (a JSON "\ud800" escape) cannot be written as UTF-8: keep it visible as U+FFFD.
+    encoded = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8")
     if len(encoded) <= MAX_RAW_BYTES:
-        return text
+        return encoded.decode("utf-8")
     return encoded[:MAX_RAW_BYTES].decode("utf-8", errors="ignore")
 
 

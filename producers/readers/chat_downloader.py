@@ -37,7 +37,7 @@ from typing import Any
 
 from infra.events import ChatMessage, MessageKind
 
-from .base import ChatReader, Rejected, StreamInfo, build_message
+from .base import ChatReader, Rejected, StreamInfo, build_message, reason_of
 from .money import UNKNOWN_CURRENCY, currency_code, parse_money
 from .text import is_member_badge, is_moderator_badge, is_owner_badge
 
@@ -135,6 +135,17 @@ def item_to_message(
     Raises ValueError naming the field for a broken item."""
     if not isinstance(item, dict):
         raise ValueError(f"item is a {type(item).__name__}, not an object")
+    try:
+        return _item_to_message(item, stream_id=stream_id, platform=platform, keep_tickers=keep_tickers)
+    except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as error:
+        # A field of the wrong type (a list where a number belongs, an int currency): still a
+        # broken item, and callers that map item by item (live, archive) only catch ValueError.
+        raise ValueError(reason_of(error)) from None
+
+
+def _item_to_message(
+    item: dict[str, Any], *, stream_id: str, platform: str, keep_tickers: bool
+) -> ChatMessage | None:
     message_type = message_type_of(item)
     if message_type in TICKERS:
         if not keep_tickers:
@@ -387,6 +398,19 @@ def guess_platform(items: Iterable[object]) -> str:
     return "youtube"
 
 
+# json raises RecursionError, not JSONDecodeError, for nesting deeper than the interpreter's stack
+# (a hostile line of "[[[[..."): it is one more kind of invalid record, never a crash.
+JSON_ERRORS = (json.JSONDecodeError, RecursionError)
+
+
+def json_reason(error: Exception, position: str = "column") -> str:
+    """'invalid JSON: <why> (column N)' for a JSON_ERRORS exception."""
+    if isinstance(error, json.JSONDecodeError):
+        where = error.colno if position == "column" else error.lineno
+        return f"invalid JSON: {error.msg} ({position} {where})"
+    return "invalid JSON: nested too deeply"
+
+
 def is_json_lines(text: str) -> bool:
     """True when the first non-blank line is a whole JSON value and more lines follow."""
     lines = (line for line in text.split("\n") if line.strip())
@@ -395,7 +419,7 @@ def is_json_lines(text: str) -> bool:
         return False
     try:
         json.loads(first)
-    except json.JSONDecodeError:
+    except JSON_ERRORS:
         return False
     return True
 
@@ -418,15 +442,15 @@ def iter_json_records(text: str) -> Iterator[tuple[int, object | None, str | Non
             continue
         try:
             yield number, json.loads(line), None, line
-        except json.JSONDecodeError as error:
-            yield number, None, f"invalid JSON: {error.msg} (column {error.colno})", line
+        except JSON_ERRORS as error:
+            yield number, None, json_reason(error), line
 
 
 def _iter_array(text: str) -> Iterator[tuple[int, object | None, str | None, str]]:
     decoder = json.JSONDecoder()
     try:
         whole = json.loads(text)
-    except json.JSONDecodeError:
+    except JSON_ERRORS:
         whole = None
     if isinstance(whole, list):
         for index, value in enumerate(whole, start=1):
@@ -445,10 +469,10 @@ def _iter_array(text: str) -> Iterator[tuple[int, object | None, str | None, str
             value, end = decoder.raw_decode(text, position)
             yield index, value, None, text[position:end]
             position = end
-        except json.JSONDecodeError as error:
+        except JSON_ERRORS as error:
             resume = _next_record_start(text, position)
             raw = text[position:resume if resume > 0 else length]
-            yield index, None, f"invalid JSON: {error.msg}", raw
+            yield index, None, json_reason(error).split(" (")[0], raw
             if resume < 0:
                 return
             position = resume
@@ -496,9 +520,11 @@ class ChatDownloaderReader(ChatReader):
         mystery_gifts: set[object] = set()  # Twitch: a community gift, then one notice per recipient
         for location, item in records:
             kind = message_type_of(item) if isinstance(item, dict) else "not an object"
-            if kind in MYSTERY_GIFTS and isinstance(item, dict) and item.get("origin_id"):
-                mystery_gifts.add(item["origin_id"])
-            elif kind in SINGLE_GIFTS and isinstance(item, dict) and item.get("origin_id") in mystery_gifts:
+            origin = item.get("origin_id") if isinstance(item, dict) else None
+            origin = origin if isinstance(origin, str | int) else None  # a broken item's list is no id
+            if kind in MYSTERY_GIFTS and origin:
+                mystery_gifts.add(origin)
+            elif kind in SINGLE_GIFTS and origin is not None and origin in mystery_gifts:
                 self.skipped[f"{kind} (part of a mystery gift)"] += 1
                 continue
             result = self.guarded(

@@ -15,7 +15,7 @@ from infra.errors import InputError
 from infra.events import ChatMessage
 
 from .base import ChatReader, Rejected
-from .chat_downloader import ChatDownloaderReader, ChatReplayCsvReader
+from .chat_downloader import JSON_ERRORS, ChatDownloaderReader, ChatReplayCsvReader
 from .irc_log import LINE as IRC_LINE
 from .irc_log import IrcLogReader
 from .pytchat import PytchatReader
@@ -99,13 +99,13 @@ def _first_record(path: Path, head: str, complete: bool) -> object:
             return []
         try:
             return decoder.raw_decode(body)[0]
-        except json.JSONDecodeError:
+        except JSON_ERRORS:
             pass
     else:
         first_line = stripped.split("\n", 1)[0]
         try:
             return json.loads(first_line)
-        except json.JSONDecodeError:
+        except JSON_ERRORS:
             pass
     if complete:
         source = head
@@ -113,7 +113,7 @@ def _first_record(path: Path, head: str, complete: bool) -> object:
         source = path.read_text(encoding="utf-8", errors="replace")
     try:
         document = json.loads(source)
-    except json.JSONDecodeError:
+    except JSON_ERRORS:
         return None
     return document[0] if isinstance(document, list) and document else document
 

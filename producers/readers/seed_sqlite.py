@@ -52,8 +52,10 @@ _ODS_NS = {
 
 def video_id(url: str) -> str:
     """The YouTube video id of a watch/live/youtu.be URL; the URL itself when there is none."""
-    parsed = urlparse(url.strip())
-    query = parse_qs(parsed.query).get("v")
+    try:
+        query = parse_qs(urlparse(url.strip()).query).get("v")
+    except ValueError:  # "http://[": an unclosed IPv6 host in a hand-edited row
+        query = None
     if query:
         return query[0]
     match = re.search(r"(?:youtu\.be/|/live/|/shorts/|/embed/)([A-Za-z0-9_-]{11})", url)

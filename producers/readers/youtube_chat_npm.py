@@ -137,6 +137,6 @@ class YouTubeChatNpmReader(ChatReader):
 def _load_list(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []

@@ -27,7 +27,7 @@ from chat_downloader.utils.core import camel_case_split, remove_prefixes, remove
 from infra.events import ChatMessage
 
 from .base import Rejected
-from .chat_downloader import ChatDownloaderReader, is_json_lines, iter_json_records
+from .chat_downloader import JSON_ERRORS, ChatDownloaderReader, is_json_lines, iter_json_records, json_reason
 
 # Action -> key of the renderer it carries. Other actions (deletions, bans, banners, polls,
 # tooltips) change what a viewer sees, not who said what: they are counted as skipped.
@@ -82,13 +82,21 @@ def find_actions(document: object, offset: float | None = None) -> Iterator[tupl
         return
     for key, value in document.items():
         if key == REPLAY_ACTION and isinstance(value, dict):
-            msec = value.get("videoOffsetTimeMsec")
-            inner = float(msec) / 1000 if msec not in (None, "") else offset
-            yield from find_actions(value.get("actions") or [], inner)
+            yield from find_actions(value.get("actions") or [], _offset_seconds(value.get("videoOffsetTimeMsec"), offset))
         elif key in ITEM_ACTIONS or key in OTHER_ACTIONS:
             yield key, value if isinstance(value, dict) else {}, offset
         elif isinstance(value, dict | list):
             yield from find_actions(value, offset)
+
+
+def _offset_seconds(msec: object, default: float | None) -> float | None:
+    """videoOffsetTimeMsec in seconds; a broken value leaves the offset unknown (the timestamp stays)."""
+    if msec in (None, ""):
+        return default
+    try:
+        return float(msec) / 1000  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 class YouTubeRawReader(ChatDownloaderReader):
@@ -104,7 +112,10 @@ class YouTubeRawReader(ChatDownloaderReader):
             if error is not None:
                 yield self.reject(where, error, raw)
                 continue
-            for index, (action, body, offset) in enumerate(find_actions(document), start=1):
+            actions = list(find_actions(document))
+            if not actions:  # e.g. a line whose `actions` is not a list: counted, never silently gone
+                self.skipped["record without chat actions"] += 1
+            for index, (action, body, offset) in enumerate(actions, start=1):
                 # a line or array item holds one action; a whole response holds many
                 location = f"{where}#action {index}" if where == str(self.path) else where
                 if action not in ITEM_ACTIONS:
@@ -130,6 +141,8 @@ class YouTubeRawReader(ChatDownloaderReader):
                 yield (self.at_item(number) if array else self.at_line(number)), value, error, raw
             return
         try:
-            yield str(self.path), json.loads(text), None, ""
-        except json.JSONDecodeError as error:
-            yield str(self.path), None, f"invalid JSON: {error.msg} (line {error.lineno})", text
+            document = json.loads(text)
+        except JSON_ERRORS as error:
+            yield str(self.path), None, json_reason(error, "line"), text
+            return
+        yield str(self.path), document, None, ""
