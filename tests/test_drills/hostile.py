@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 from collections.abc import Callable
 from pathlib import PosixPath
 from typing import Any
 
 from hypothesis import strategies as st
+
+# The drill runs 10k cases per target; DONORCAST_FUZZ_EXAMPLES=500 gives a quick local pass.
+FUZZ_EXAMPLES = int(os.environ.get("DONORCAST_FUZZ_EXAMPLES", "10000"))
 
 
 

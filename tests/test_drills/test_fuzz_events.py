@@ -27,11 +27,11 @@ from infra.events import (
     MessageKind,
     parse_chat_message,
 )
-from tests.test_drills.hostile import HUGE_TEXT, Wire, mutate, mutation_programs, program_from, seeds
+from tests.test_drills.hostile import FUZZ_EXAMPLES, HUGE_TEXT, Wire, mutate, mutation_programs, program_from, seeds
 
 pytestmark = pytest.mark.slow
 
-FUZZ = settings(max_examples=10_000, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 BASE_RECORDS: list[dict[str, object]] = [
