@@ -27,7 +27,15 @@ from infra.events import (
     MessageKind,
     parse_chat_message,
 )
-from tests.test_drills.hostile import FUZZ_EXAMPLES, HUGE_TEXT, Wire, mutate, mutation_programs, program_from, seeds
+from tests.test_drills.hostile import (
+    FUZZ_EXAMPLES,
+    HUGE_TEXT,
+    Wire,
+    mutate,
+    mutation_programs,
+    program_from,
+    seeds,
+)
 
 pytestmark = pytest.mark.slow
 

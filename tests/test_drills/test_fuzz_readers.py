@@ -18,7 +18,6 @@ import random
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,15 @@ from producers.readers.seed_sqlite import COLUMNS, SeedSqliteReader
 from producers.readers.youtube_api import YouTubeApiReader
 from producers.readers.youtube_chat_npm import YouTubeChatNpmReader
 from producers.readers.youtube_raw import YouTubeRawReader
-from tests.test_drills.hostile import FUZZ_EXAMPLES, HOSTILE, MemoryPath, mutate, program_from, random_value, seeds
+from tests.test_drills.hostile import (
+    FUZZ_EXAMPLES,
+    HOSTILE,
+    MemoryPath,
+    mutate,
+    program_from,
+    random_value,
+    seeds,
+)
 from tests.test_producers.test_readers_chat_downloader import LEGACY_ROWS, T0, stream_items
 from tests.test_producers.test_readers_logs import IRC_LINES, SEED_ROWS, npm_item
 from tests.test_producers.test_readers_youtube import RENDERERS, api_message, pytchat_item, ticker_of
@@ -140,7 +147,7 @@ def assert_accounted(reader: ChatReader, events: list[Any], records: int) -> lis
 
 
 def in_time_order(messages: list[ChatMessage]) -> bool:
-    return all(a.timestamp <= b.timestamp for a, b in zip(messages, messages[1:]))
+    return all(a.timestamp <= b.timestamp for a, b in zip(messages, messages[1:], strict=False))
 
 
 # ---------------------------------------------------------------- one test per reader
@@ -293,7 +300,7 @@ def test_seed_sqlite_rows(seed_db: Path, seed: int) -> None:
     connection = sqlite3.connect(seed_db)
     try:
         connection.execute("DELETE FROM DBdb")
-        connection.executemany(f"INSERT INTO DBdb VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+        connection.executemany(f"INSERT INTO DBdb VALUES ({', '.join('?' * len(COLUMNS))})", rows)  # noqa: S608 - placeholders only
         connection.commit()
     finally:
         connection.close()
@@ -327,7 +334,6 @@ def test_hostile_constants_reach_every_reader_field() -> None:
         for _, _, value in program_from(seed):
             seen.add(repr(value)[:40])
     assert sum(1 for value in HOSTILE if repr(value)[:40] in seen) >= len(HOSTILE) * 0.9
-    assert datetime.now(UTC).year >= 2026 or True  # clock sanity is the validator test's business
 
 
 # ---------------------------------------------------------------- damaged files
