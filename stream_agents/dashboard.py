@@ -80,6 +80,7 @@ ACTIVITY_MINUTES = 240
 VIEWER_MESSAGES = 300
 ACTIVE_SECONDS = 60.0  # a stream scored this recently is live or replaying
 SETTLE_SECONDS = 20.0  # a payer's rank-before is final once its payment is this old (late scores)
+SQL_RANKS = 20  # up to this many payments' rank-before by SQL; more by one sweep over the score history
 SUMMARY_SECONDS = 3.0  # the feed refreshes the (heavier) summary this often
 QUERY_TIMEOUT = 10.0
 RETRY_SECONDS = 2.0  # after a failed connection, wait this long before trying PostgreSQL again
@@ -374,16 +375,24 @@ async def q_first_payments(pool: asyncpg.Pool, stream_id: str) -> list[dict[str,
 async def q_ranks_before(pool: asyncpg.Pool, stream_id: str, payments: list[dict[str, Any]]
                          ) -> dict[str, tuple[int | None, float | None]]:
     """message_id -> (the payer's rank among every viewer's latest score before the payment, their
-    probability then); (None, None) when the payer had no score yet (paid before chatting)."""
+    probability then); (None, None) when the payer had no score yet (paid before chatting).
+
+    A viewer's latest score before t is their row in viewer_scores_latest when that is older than t;
+    only viewers scored since t need a history lookup (an index probe each), so a recent payment
+    costs little even in a stream with many thousands of viewers."""
     rows = await pool.fetch(
         """
         SELECT p.message_id, mine.probability,
-               CASE WHEN mine.probability IS NULL THEN NULL ELSE 1 + (
-                   SELECT count(*) FROM (
-                       SELECT DISTINCT ON (viewer_id) probability FROM viewer_scores
-                       WHERE stream_id = $1 AND event_time < p.ts
-                       ORDER BY viewer_id, event_time DESC, n_messages DESC, scored_at DESC) latest
-                   WHERE latest.probability > mine.probability) END AS rank
+               CASE WHEN mine.probability IS NULL THEN NULL ELSE 1
+                   + (SELECT count(*) FROM viewer_scores_latest l
+                      WHERE l.stream_id = $1 AND l.event_time < p.ts AND l.probability > mine.probability)
+                   + (SELECT count(*) FROM viewer_scores_latest l
+                      CROSS JOIN LATERAL (
+                          SELECT h.probability FROM viewer_scores h
+                          WHERE h.stream_id = $1 AND h.viewer_id = l.viewer_id AND h.event_time < p.ts
+                          ORDER BY h.event_time DESC, h.n_messages DESC, h.scored_at DESC LIMIT 1) then_
+                      WHERE l.stream_id = $1 AND l.event_time >= p.ts AND then_.probability > mine.probability)
+               END AS rank
         FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS p(message_id, viewer_id, ts)
         LEFT JOIN LATERAL (
             SELECT probability FROM viewer_scores
@@ -394,6 +403,40 @@ async def q_ranks_before(pool: asyncpg.Pool, stream_id: str, payments: list[dict
         [p["time"] for p in payments], timeout=QUERY_TIMEOUT,
     )
     return {r["message_id"]: (r["rank"], r["probability"]) for r in rows}
+
+
+async def q_score_history(pool: asyncpg.Pool, stream_id: str, until: datetime) -> list[tuple[str, float, datetime]]:
+    """(viewer_id, probability, event_time) of every score before `until`, oldest first."""
+    rows = await pool.fetch(
+        "SELECT viewer_id, probability, event_time FROM viewer_scores WHERE stream_id = $1 AND event_time < $2 "
+        "ORDER BY event_time, n_messages, scored_at",
+        stream_id, until, timeout=QUERY_TIMEOUT * 3,
+    )
+    return [(r["viewer_id"], r["probability"], r["event_time"]) for r in rows]
+
+
+def sweep_ranks(history: Sequence[tuple[str, float, datetime]], payments: Sequence[dict[str, Any]]
+                ) -> dict[str, tuple[int | None, float | None]]:
+    """The same answer as q_ranks_before for many payments at once: walk the score history in time
+    order keeping every viewer's latest probability in a sorted list, and read each payer's rank
+    when the walk reaches their payment. One pass: O((scores + payments) log viewers)."""
+    from sortedcontainers import SortedList
+
+    latest: dict[str, float] = {}
+    order = SortedList()
+    found: dict[str, tuple[int | None, float | None]] = {}
+    position = 0
+    for payment in sorted(payments, key=lambda p: p["time"]):
+        while position < len(history) and history[position][2] < payment["time"]:
+            viewer_id, probability, _ = history[position]
+            if viewer_id in latest:
+                order.remove(latest[viewer_id])
+            latest[viewer_id] = probability
+            order.add(probability)
+            position += 1
+        mine = latest.get(payment["viewer_id"])
+        found[payment["message_id"]] = (None, None) if mine is None else (1 + len(order) - order.bisect_right(mine), mine)
+    return found
 
 
 async def q_activity(pool: asyncpg.Pool, stream_id: str, minutes: int) -> list[dict[str, Any]]:
@@ -508,11 +551,16 @@ class DashboardData:
         return await self.db.run(q_streams, limit)
 
     async def ranks_before(self, stream_id: str, payments: Sequence[dict[str, Any]]) -> dict[str, RankBefore]:
-        """Rank just before each payment; computed once a payment is settled, then cached."""
+        """Rank just before each payment, cached once the payment is settled. A few are computed in SQL
+        (index probes); many at once (a long stream opened late) in one sweep over the score history."""
         wanted = [p for p in payments if not ((cached := self.ranks.get((stream_id, p["message_id"])))
                                                and cached.settled)]
         if wanted:
-            found = await self.db.run(q_ranks_before, stream_id, list(wanted))
+            if len(wanted) <= SQL_RANKS:
+                found = await self.db.run(q_ranks_before, stream_id, wanted)
+            else:
+                history = await self.db.run(q_score_history, stream_id, max(p["time"] for p in wanted))
+                found = await asyncio.to_thread(sweep_ranks, history, wanted)
             if len(self.ranks) > 100_000:
                 self.ranks.clear()
             for p in wanted:
@@ -544,7 +592,7 @@ class DashboardData:
                 "paid": [{k_: p[k_] for k_ in ("kind", "amount", "currency", "amount_text", "time")} for p in paid],
                 "first_paid_at": paid[0]["time"] if paid else None,
                 "rank_before_paid": before.rank if before else None,
-                "hit": None if before is None else (before.rank is not None and before.rank <= k),
+                "hit": hit_at(before, k) if before else None,
             })
         return board
 
@@ -566,6 +614,7 @@ class DashboardData:
             "state": stream["state"], "url": stream["url"], **counts,
             "scored_viewers": stream["scored_viewers"], "k": k,
             "precision_at_k": sum(1 for e in top if e["viewer_id"] in payers) / len(top) if top else None,
+            # a payer who paid before their first score counts as a miss
             "hit_rate_at_k": sum(1 for r in ranked if r.rank <= k) / len(ranks) if ranks else None,
             "payers_ranked_before_paying": len(ranked),
         }
@@ -588,9 +637,13 @@ class DashboardData:
 def payment_json(event: dict[str, Any], before: RankBefore, k: int) -> dict[str, Any]:
     out = {key: event[key] for key in ("message_id", "viewer_id", "viewer_name", "kind", "amount", "currency",
                                        "amount_text", "time")}
-    out.update(rank_before=before.rank, probability_before=before.probability,
-               hit=before.rank is not None and before.rank <= k)
+    out.update(rank_before=before.rank, probability_before=before.probability, hit=hit_at(before, k))
     return out
+
+
+def hit_at(before: RankBefore, k: int) -> bool:
+    """Was the payer in the top k just before paying?"""
+    return before.rank is not None and before.rank <= k
 
 
 def degraded(stream_id: str | None, k: int, problem: str) -> dict[str, Any]:
