@@ -1,6 +1,8 @@
 """Baselines fitted on the same samples and split as the transformer (scikit-learn).
 
 - activity: how much and how the viewer chatted before the snapshot -> logistic regression;
+  like the transformer (and the live agents, which score when a message arrives) it sees the
+  viewer's messages, not the clock between them: no "seconds since the last message" feature;
 - tfidf: word (1-2) and char (2-5) n-grams of the input window + activity -> logistic regression;
 - mean_embedding: mean message embedding of the window + activity -> logistic regression;
 - history_rule (with-history track only): "was a member before" / "paid before", no learning.
@@ -26,26 +28,27 @@ from training.build_dataset import Dataset, Sample
 
 C_GRID = (0.1, 1.0, 10.0)
 ACTIVITY_FEATURES = (
-    "log_messages", "log_seconds_since_first", "log_seconds_since_last", "log_snapshot_seconds",
+    "log_messages", "log_seconds_first_to_last", "log_last_message_seconds", "log_mean_gap",
     "log_mean_length", "messages_per_minute", "question_share", "emote_share",
 )
 
 
 def activity_features(dataset: Dataset, samples: list[Sample]) -> np.ndarray:
-    """(N, 8): counts and pace over ALL the viewer's input messages before the snapshot."""
+    """(N, 8): counts and pace over ALL the viewer's input messages before the snapshot, as known
+    at their last message (see ACTIVITY_FEATURES)."""
     rows = []
     for sample in samples:
         track = dataset.tracks[sample.track]
         seconds = track.seconds[: sample.end]
         texts = track.texts[: sample.end]
-        span = max(sample.snapshot_seconds - float(seconds[0]), 1.0)
+        span = float(seconds[-1] - seconds[0])
         rows.append((
             np.log1p(sample.end),
             np.log1p(span),
-            np.log1p(max(sample.snapshot_seconds - float(seconds[-1]), 0.0)),
-            np.log1p(sample.snapshot_seconds),
+            np.log1p(float(seconds[-1])),
+            np.log1p(span / max(sample.end - 1, 1)),
             np.log1p(np.mean([len(t) for t in texts])),
-            60.0 * sample.end / span,
+            60.0 * sample.end / max(span, 60.0),
             np.mean(["?" in t for t in texts]),
             np.mean([_emote_ratio(t) for t in texts]),
         ))

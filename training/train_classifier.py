@@ -612,6 +612,7 @@ def main(
     sections: list[Section] = []
     test_eval = EvalSamples.from_dataset(dataset, split_samples["test"])
     new_mask = test_eval.new_viewer
+    test_groups = np.asarray([dataset.streams[dataset.tracks[s.track].stream].group for s in split_samples["test"]])
     results: dict[str, TrackResult] = {}
     for track in config.tracks:
         clock = time.perf_counter()
@@ -640,10 +641,7 @@ def main(
         title = "chat only" if track == "chat" else "with viewer history"
         if len(test_eval):
             sections.append(Section(f"{title} · all test viewers", test_eval, models, plot_key=track))
-            if new_mask.any():
-                sections.append(Section(f"{title} · new viewers only (never in a training stream)",
-                                        test_eval.subset(new_mask),
-                                        [ModelScores(m.name, m.scores[new_mask], m.threshold) for m in models]))
+            sections += _subsections(title, test_eval, models, new_mask, test_groups)
         manifest = {
             "label": config.dataset.label, "track": track, "feature_config": features.to_dict(),
             "dataset_config": asdict(config.dataset), "data_fingerprint": dataset.fingerprint,
@@ -688,6 +686,25 @@ def main(
         promoted = deploy.version.version
     return FitResults(tracks=results, dataset=summary, report=report, metrics=metrics, promoted=promoted,
                       seconds=seconds)
+
+
+def _subsections(title: str, samples: Any, models: list[Any], new: np.ndarray, groups: np.ndarray) -> list[Any]:
+    """New viewers only; and, when the test holds several groups (channels), each group on its own."""
+    from training.evaluate import ModelScores, Section
+
+    def part(name: str, mask: np.ndarray) -> Any:
+        return Section(f"{title} · {name}", samples.subset(mask),
+                       [ModelScores(m.name, m.scores[mask], m.threshold) for m in models])
+
+    out = [part("new viewers only (never in a training stream)", new)] if new.any() else []
+    names = sorted(set(groups.tolist()))
+    if len(names) > 1:
+        for group in names:
+            mask = groups == group
+            out.append(part(f"test group `{group}`, all viewers", mask))
+            if (mask & new).any():
+                out.append(part(f"test group `{group}`, new viewers", mask & new))
+    return out
 
 
 def update_manifest(version: ModelVersion, changes: dict[str, Any]) -> None:

@@ -99,7 +99,7 @@ def test_evaluate_version_scores_through_onnx_beside_baselines(tmp_path) -> None
     # Same model, same test samples as in the fit's own report (PyTorch there, ONNX here).
     fit_metrics = results.metrics["chat only · all test viewers"]["transformer"]
     assert models[name]["pr_auc"] == pytest.approx(fit_metrics["pr_auc"], abs=0.03)
-    assert (tmp_path / "eval" / "pr_curve_chat.png").is_file() and "new viewers only" in report.read_text()
+    assert (tmp_path / "eval" / "pr_curve_chat.png").is_file() and "## all test viewers" in report.read_text()
 
 
 def test_evaluate_refuses_a_dataset_with_another_label(tmp_path) -> None:

@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from infra.cli import build_app
 from infra.events import ChatMessage
+from producers.simulator import simulate
+from producers.simulator import write_chat_downloader_json as write_simulated
 from tests.test_training.test_fit_support import fitted, synthetic_stream
 
 
@@ -34,12 +36,8 @@ def write_chat_downloader_json(messages: list[ChatMessage], path: Path) -> None:
 def test_score_writes_one_line_per_viewer(tmp_path) -> None:
     settings, results, _ = fitted()
     version = results.tracks["history"].version
-    streams = [synthetic_stream(20 + i, seed=9) for i in range(2)]
-    paths = []
-    for i, stream in enumerate(streams):
-        path = tmp_path / f"stream{i}.json"
-        write_chat_downloader_json(stream.messages, path)
-        paths.append(path)
+    streams = simulate(2, 77, viewers=80, minutes=60, donor_share=0.15)  # unseen seed
+    paths = [write_simulated(stream, tmp_path / f"{stream.stream_id}.json") for stream in streams]
     out = tmp_path / "scores.jsonl"
     result = CliRunner().invoke(
         build_app(), ["--state-dir", str(settings.state_dir), "score", *map(str, paths), "--model", version.version,

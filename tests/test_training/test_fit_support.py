@@ -1,10 +1,11 @@
-"""Shared helpers for the classifier tests (no tests here): synthetic streams with a learnable but
-noisy donor signal, and one small fitted model per test session (lru_cache), so the ONNX export of
-the encoder and the embeddings are made once.
+"""Shared helpers for the classifier tests (no tests here).
 
-Donors (about 20%) write more often to the streamer (compliments, questions, requests) before they
-pay; everyone else mostly chats among themselves. Activity is only weakly related to donating, so
-the text must carry the prediction. Half the viewers are regulars seen in every stream, half are new.
+- `fitted()`: one small model per test session (lru_cache), fitted on the seeded simulator
+  (producers.simulator: 20 streams x 100 viewers, 15% donors), so the ONNX export of the encoder
+  and the embeddings are made once.
+- `synthetic_stream()`: a small hand-rolled generator for the retrain and PostgreSQL tests: donors
+  (about 20%) write more often to the streamer (compliments, questions, requests) before they pay;
+  activity is only weakly related to donating. Half the viewers are regulars, half are new.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from infra.events import ChatMessage, MessageKind
 from infra.settings import Settings, load_settings
-from training.build_dataset import DatasetConfig, StreamData
+from training.build_dataset import DatasetConfig, StreamData, streams_from_simulator
 from training.train_classifier import FitConfig, FitResults, main
 
 TO_STREAMER = ["love your streams {n}", "you are the best streamer", "can you play {g} next?",
@@ -93,10 +94,14 @@ def small_fit_config(**overrides: object) -> FitConfig:
     return FitConfig(**values)  # type: ignore[arg-type]
 
 
+def simulator_streams(n: int = 20, seed: int = 1, viewers: int = 100) -> list[StreamData]:
+    return streams_from_simulator(n, seed, viewers=viewers, minutes=60, donor_share=0.15)
+
+
 @lru_cache(maxsize=1)
 def fitted() -> tuple[Settings, FitResults, list[StreamData]]:
-    """One fit (both tracks, baselines, report) on 10 synthetic streams, shared by the tests."""
+    """One fit (both tracks, baselines, report) on 20 simulated streams, shared by the tests."""
     settings = load_settings(state_dir=session_dir() / "state")
-    streams = synthetic_streams(10)
+    streams = simulator_streams()
     results = main(small_fit_config(), streams=streams, settings=settings)
     return settings, results, streams
