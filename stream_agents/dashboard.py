@@ -755,6 +755,12 @@ class DashboardRoutes:
         self.feed = feed
         self.stopping = stopping or asyncio.Event()
 
+    async def close(self) -> None:
+        """End every live feed (open pages reconnect to the next server) and close the pool."""
+        self.stopping.set()
+        self.feed.close()
+        await self.data.db.close()
+
     def add_to(self, router: web.UrlDispatcher) -> None:
         handlers = {
             "/dashboard": self.redirect, "/dashboard/": self.page, "/dashboard/static/{name}": self.static,
@@ -932,8 +938,6 @@ def register_dashboard(app: faust.App, settings: Settings, database_url: str | N
 
     @app.on_before_shutdown.connect
     async def stop_dashboard(sender: faust.App, **kwargs: object) -> None:
-        routes.stopping.set()
-        routes.feed.close()
-        await data.db.close()
+        await routes.close()
 
     return routes

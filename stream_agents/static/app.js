@@ -22,6 +22,7 @@
     drillViewer: null,
     drillAt: 0,
     last: null,
+    problems: { feed: null, streams: null },
   };
 
   const $ = (id) => document.getElementById(id);
@@ -118,14 +119,17 @@
 
   // ------------------------------------------------------------ banner and connection state
 
-  function showBanner(text) {
+  // One banner, two possible sources: the live feed's degraded state wins over a failed stream list.
+  function setProblem(source, text) {
+    state.problems[source] = text;
     const banner = $("banner");
-    banner.textContent = text;
-    banner.hidden = false;
+    const shown = state.problems.feed || state.problems.streams;
+    banner.textContent = shown || "";
+    banner.hidden = !shown;
   }
 
-  function hideBanner() {
-    $("banner").hidden = true;
+  function tidy(text) {
+    return String(text).replace(/[.\s]+$/, "");
   }
 
   function setConnection(kind, text) {
@@ -141,9 +145,13 @@
     try {
       streams = await api("/api/streams", { limit: 200 });
     } catch (error) {
-      showBanner(`Cannot list streams: ${error.message}. Retrying…`);
+      setProblem("streams", `Cannot list streams: ${tidy(error.message)}. Retrying…`);
+      if (state.stream && !$("stream-picker").options.length) {
+        renderPicker([{ stream_id: state.stream, title: "", state: "waiting" }]);
+      }
       return;
     }
+    setProblem("streams", null);
     const key = JSON.stringify(streams.map((s) => [s.stream_id, s.state, s.title]));
     if (state.stream && !streams.some((s) => s.stream_id === state.stream)) {
       streams.unshift({ stream_id: state.stream, title: "", state: "waiting" });
@@ -183,6 +191,7 @@
     state.changes = new Map();
     state.last = null;
     $("stream-picker").value = streamId;
+    $("stream-title").textContent = streamId;
     closeDrill();
     updateLocation();
     updateExports();
@@ -235,11 +244,11 @@
   function render(snapshot) {
     if (snapshot.status !== "ok") {
       setConnection("bad", "degraded");
-      showBanner(`Degraded: ${(snapshot.problems || []).join("; ") || "data source unavailable"}. `
-        + "Showing the last data received; retrying every second.");
+      const why = tidy((snapshot.problems || []).join("; ")) || "data source unavailable";
+      setProblem("feed", `Degraded: ${why}. Showing the last data received; retrying every second.`);
       return;
     }
-    hideBanner();
+    setProblem("feed", null);
     setConnection("ok", "live");
     state.last = snapshot;
     renderSummary(snapshot.summary || {}, snapshot);

@@ -24,12 +24,12 @@ import pytest
 from infra.events import ChatMessage, MessageKind
 from infra.kafka import free_port
 from infra.settings import Settings
+from tests.test_dashboard.conftest import wait_for
 from tests.test_stream_agents.harness import REPO_ROOT, WorkerProcess, start_worker, synthetic_stream
 from tests.test_stream_agents.scorer_double import promote_double
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 XSS_TEXT = "love this <img src=x onerror=alert(1)>"
 XSS_SCRIPT = "thanks <script>document.title='pwned'</script>"
@@ -82,33 +82,6 @@ class ReplayThread(threading.Thread):
 
 
 @pytest.fixture
-def chrome(tmp_path: Path) -> Iterator[Any]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian chromium + chromium-driver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    driver.downloads = downloads  # type: ignore[attr-defined]
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@pytest.fixture
 def worker(topics: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
     promote_double(topics.registry_dir)
     process = start_worker(topics, free_port(), tmp_path / "worker.log", model_double=True)
@@ -117,16 +90,6 @@ def worker(topics: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
         yield process
     finally:
         process.stop()
-
-
-def wait_for(condition: Any, timeout: float, what: str, poll: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def board_rows(driver: Any) -> list[Any]:
