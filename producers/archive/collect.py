@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -285,9 +286,12 @@ async def _describe_and_store(
 
 
 def _planned_from_row(row: KnownStream) -> PlannedStream:
-    from producers.archive.urls import watch_url
+    from producers.archive.urls import platform_of_host, watch_url
 
-    url = row.url or watch_url("twitch" if row.platform == "twitch" else "youtube", row.stream_id)
+    # The stored URL may come from an ingested dataset (liveIds.json, a seed database): chat-downloader
+    # fetches it, so only a YouTube/Twitch URL is used as it is; anything else becomes the watch page.
+    url = row.url if row.url and platform_of_host(urlsplit(row.url).hostname) is not None else ""
+    url = url or watch_url("twitch" if row.platform == "twitch" else "youtube", row.stream_id)
     return PlannedStream(row.platform, row.stream_id, url, row.title, row.published_at, row.channel_id)
 
 
