@@ -283,3 +283,20 @@ async def test_degraded_while_postgres_is_stopped_then_recovers(service_tmp_path
             assert len(await get_json(client, f"/api/leaderboard?stream={STREAM}")) == 4
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def test_page_code_never_builds_html_from_strings() -> None:
+    """The browser test shows payloads stay inert; this keeps the ways to break that out of the code."""
+    import re
+    from pathlib import Path
+
+    import stream_agents
+
+    static = Path(stream_agents.__file__).with_name("static")
+    code = re.sub(r"//.*", "", (static / "app.js").read_text())  # comments may name what is avoided
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
+                 "setTimeout(\"", "javascript:"):
+        assert sink not in code, sink
+    page = (static / "index.html").read_text()
+    assert "<script>" not in page and "style=" not in page  # no inline code or styles (the CSP forbids them)
+    assert not re.search(r"<[^>]*\son[a-z]+\s*=", page, flags=re.I)  # no inline event handlers
