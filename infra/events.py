@@ -7,6 +7,7 @@ validation error naming the field, and the record goes to `dead-letters` (never 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -64,8 +65,29 @@ NON_INPUT_KINDS = PAID_KINDS | {
 Platform = Literal["youtube", "twitch", "other"]
 
 
+# U+0000 cannot be stored in PostgreSQL text and lone surrogates cannot be encoded as UTF-8 JSON:
+# one such character would fail a whole COPY batch or a Kafka send. They never occur in real chat
+# text, so they become U+FFFD and the rest of the message is kept as it was.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: object) -> object:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list | tuple):
+        return type(value)(_storable(item) for item in value)
+    return value
+
+
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replace_unstorable_characters(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {key: _storable(value) for key, value in data.items()}
+        return data
 
 
 class ChatMessage(Event):

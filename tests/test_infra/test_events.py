@@ -82,3 +82,11 @@ def test_score_and_dead_letter_contracts() -> None:
         DonorScore(**(score.model_dump() | {"probability": 1.5}))
     letter = DeadLetter(source="test", reason="bad", raw="{")
     assert letter.schema_version == 1 and letter.failed_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("poison", ["a\x00b", "cut \ud83d emoji"])
+def test_unstorable_characters_become_replacement_characters(poison: str) -> None:
+    message = make(text=poison, author_name=poison, badges=(poison,))
+    assert "\ufffd" in message.text and "\x00" not in message.text
+    assert message.author_name == message.text and message.badges == (message.text,)
+    assert parse_chat_message(message.model_dump_json().encode()) == message  # encodable
