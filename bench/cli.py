@@ -89,6 +89,8 @@ def pipeline_command(
     rate_seconds: Annotated[float, typer.Option(min=1, help="length of the latency phase")] = 60.0,
     partitions: Annotated[int, typer.Option(min=1, max=64)] = 4,
     embed_batch_size: Annotated[int | None, typer.Option(min=1, help="override the workers' micro-batch size")] = None,
+    worker_env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the workers' environment (repeatable), "
+                                                          "e.g. PRODUCER_LINGER=0.005 (faust)")] = None,
     profile: Annotated[bool, typer.Option(help="py-spy the workers during the throughput phase")] = False,
     source: SourceOption = "auto",
     out: OutOption = None,
@@ -96,8 +98,12 @@ def pipeline_command(
     """Replay through embedded Tansu and 1 vs 2 workers: sustained msgs/s and produce->score latency."""
     from bench.pipeline import PipelineBenchConfig, run
 
+    pairs = [item.partition("=") for item in worker_env or ()]
+    if any(not key or not sep for key, sep, _ in pairs):
+        raise typer.BadParameter("use KEY=VALUE", param_hint="--worker-env")
     config = PipelineBenchConfig(messages=messages, workers=tuple(workers or (1, 2)), rate=rate, rate_seconds=rate_seconds,
-                                 partitions=partitions, embed_batch_size=embed_batch_size, profile=profile, source=source)
+                                 partitions=partitions, embed_batch_size=embed_batch_size, profile=profile, source=source,
+                                 worker_env={key: value for key, _, value in pairs})
     path = _out("pipeline", out)
     result = run(config, _settings(ctx), path)
     console.print(f"wrote {path}")

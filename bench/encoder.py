@@ -222,6 +222,8 @@ def run(config: EncoderBenchConfig, settings: Settings, out: Path | None = None)
     from training.train_classifier import prepare_encoder
 
     recorder = Recorder("encoder", {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()})
+    if config.messages < EncoderBenchConfig().messages:
+        recorder.note(f"reduced size: {config.messages} messages (full run: {EncoderBenchConfig().messages})")
     model_dir = Path(config.model_dir or settings.base_model or default_base_model_dir())
     hf_config = AutoConfig.from_pretrained(model_dir)
     shape = ModelShape(hf_config.num_hidden_layers, hf_config.hidden_size, hf_config.intermediate_size)

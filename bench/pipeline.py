@@ -33,7 +33,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +59,7 @@ class PipelineBenchConfig:
     rate_seconds: float = 60.0
     partitions: int = 4
     embed_batch_size: int | None = None  # None = the workers' default (settings.embed_batch_size)
+    worker_env: dict[str, str] = field(default_factory=dict)  # extra environment (e.g. faust's PRODUCER_LINGER)
     source: str = "auto"
     seed: int = 0
     profile: bool = False  # py-spy the workers during the throughput phase
@@ -91,7 +92,7 @@ class Worker:
 
 
 def start_workers(settings: Settings, bootstrap: str, database_url: str | None, count: int,
-                  embed_batch_size: int | None, log_dir: Path) -> list[Worker]:
+                  embed_batch_size: int | None, log_dir: Path, extra_env: dict[str, str] | None = None) -> list[Worker]:
     """`python -m stream_agents worker` processes on these settings' topics, each on its own port."""
     from infra.kafka import free_port
     from stream_agents.worker import _die_with_parent, worker_environment
@@ -111,6 +112,7 @@ def start_workers(settings: Settings, bootstrap: str, database_url: str | None, 
             env.pop("DONORCAST_DATABASE_URL", None)
         if embed_batch_size:
             env["DONORCAST_EMBED_BATCH_SIZE"] = str(embed_batch_size)
+        env.update(extra_env or {})
         log_path = log_dir / f"{settings.topic_prefix}worker-{index}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
@@ -330,7 +332,7 @@ def throughput_phase(settings: Settings, endpoints: Any, workers_n: int, message
     phase = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "topic_partitions": config.partitions})
     ensure_topics_sync(endpoints.kafka_bootstrap, phase)
     workers = start_workers(phase, endpoints.kafka_bootstrap, endpoints.database_url, workers_n,
-                            config.embed_batch_size, log_dir)
+                            config.embed_batch_size, log_dir, config.worker_env)
     profiles: list[Any] = []
     try:
         wait_healthy(workers, config.start_timeout)
@@ -474,7 +476,7 @@ def latency_phase(settings: Settings, endpoints: Any, workers_n: int, messages: 
     phase = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "topic_partitions": config.partitions})
     ensure_topics_sync(endpoints.kafka_bootstrap, phase)
     workers = start_workers(phase, endpoints.kafka_bootstrap, endpoints.database_url, workers_n,
-                            config.embed_batch_size, log_dir)
+                            config.embed_batch_size, log_dir, config.worker_env)
     try:
         wait_healthy(workers, config.start_timeout)
         warm_up(phase, endpoints.kafka_bootstrap, workers, tag, config.start_timeout)
@@ -535,6 +537,10 @@ def run(config: PipelineBenchConfig, settings: Settings, out: Path | None = None
 
     recorder = Recorder("pipeline", {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()})
     recorder.data["baseline"] = f"{config.workers[0]} worker(s)"
+    full = PipelineBenchConfig()
+    if config.messages < full.messages or config.rate_seconds < full.rate_seconds:
+        recorder.note(f"reduced size: {config.messages} messages and a {config.rate_seconds:g} s latency phase "
+                      f"(full run: {full.messages} and {full.rate_seconds:g} s)")
     bench = settings if use_state_dir_as_is else bench_settings(settings)
     log_dir = Path(bench.state_dir) / "bench-logs"
     sample = pipeline_messages(config.messages, source=config.source, seed=config.seed)

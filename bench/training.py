@@ -228,6 +228,8 @@ def run(config: TrainingBenchConfig, settings: Settings, out: Path | None = None
 
     recorder = Recorder("training", {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()})
     recorder.data["baseline"] = BASELINE
+    if config.mlm_steps < TrainingBenchConfig().mlm_steps:
+        recorder.note(f"reduced size: {config.mlm_steps} MLM steps per loop (full run: {TrainingBenchConfig().mlm_steps})")
     model_dir = Path(config.model_dir or settings.base_model or default_base_model_dir())
     cache_dir = Path(config.cache_dir or settings.state_dir / "cache")
     recorder.data["model_dir"] = str(model_dir)
