@@ -91,6 +91,8 @@ def pipeline_command(
     embed_batch_size: Annotated[int | None, typer.Option(min=1, help="override the workers' micro-batch size")] = None,
     worker_env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the workers' environment (repeatable), "
                                                           "e.g. PRODUCER_LINGER=0.005 (faust)")] = None,
+    worker_variant: Annotated[str | None, typer.Option(help="run a candidate fix from bench.worker_variants "
+                                                       "(write it to --out bench/results/pipeline-<name>.json)")] = None,
     profile: Annotated[bool, typer.Option(help="py-spy the workers during the throughput phase")] = False,
     source: SourceOption = "auto",
     out: OutOption = None,
@@ -103,7 +105,12 @@ def pipeline_command(
         raise typer.BadParameter("use KEY=VALUE", param_hint="--worker-env")
     config = PipelineBenchConfig(messages=messages, workers=tuple(workers or (1, 2)), rate=rate, rate_seconds=rate_seconds,
                                  partitions=partitions, embed_batch_size=embed_batch_size, profile=profile, source=source,
-                                 worker_env={key: value for key, _, value in pairs})
+                                 worker_env={key: value for key, _, value in pairs}, worker_variant=worker_variant)
+    if worker_variant is not None:
+        from bench.worker_variants import VARIANTS
+
+        if worker_variant not in VARIANTS:
+            raise typer.BadParameter(f"one of {', '.join(VARIANTS)}", param_hint="--worker-variant")
     path = _out("pipeline", out)
     result = run(config, _settings(ctx), path)
     console.print(f"wrote {path}")

@@ -11,7 +11,9 @@ Variants (each at every thread count, in one run, on the same texts in the same 
 - c  ONNX Runtime fp32 (`models.onnx_encoder.OnnxEncoder`), same batches as b;
 - d0 ONNX Runtime int8, same batches as b: diagnostic, isolates quantisation from bucketing;
 - d  ONNX Runtime int8 with dynamic padding and length bucketing: batches of similar length
-     (`models.encoder.length_sorted_batches`), what the offline jobs do with a backlog.
+     (`models.encoder.length_sorted_batches`), what the offline jobs do with a backlog;
+- e8 / e1 ONNX Runtime int8 on the stream worker's arrival-order micro-batches, each sorted by
+     length and run in pieces of 8 rows / one row at a time: diagnostics for the live embed step.
 
 A "call" is one encoder invocation: one message for a/a0, one batch for the others; latency
 percentiles are per call. Throughput is given per wall second and per CPU second.
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 BASELINE = "a_naive_torch_padded"
 TARGET_SPEEDUP = 5.0
+INNER = 8  # piece size of the micro-batch diagnostics (e8)
 
 
 @dataclass
@@ -71,7 +74,14 @@ class ModelShape:
 @dataclass
 class Call:
     index: np.ndarray  # rows of the input texts in this call
-    padded_length: int  # tokens per row actually computed
+    pieces: list[tuple[int, int]]  # (rows, padded length) of each forward pass the call makes
+
+    @property
+    def padded_tokens(self) -> int:
+        return sum(rows * length for rows, length in self.pieces)
+
+    def flops(self, shape: ModelShape) -> float:
+        return sum(rows * shape.flops(length) for rows, length in self.pieces)
 
 
 @dataclass
@@ -116,7 +126,21 @@ def bucketed_calls(lengths: Sequence[int], size: int) -> list[np.ndarray]:
 
 def plan(lengths: Sequence[int], indices: list[np.ndarray], pad_to: int | None) -> list[Call]:
     lengths_array = np.asarray(lengths)
-    return [Call(index, pad_to or int(lengths_array[index].max())) for index in indices]
+    return [Call(index, [(len(index), pad_to or int(lengths_array[index].max()))]) for index in indices]
+
+
+def plan_inner(lengths: Sequence[int], indices: list[np.ndarray], inner: int) -> list[Call]:
+    """Calls of `indices`, each run as length-sorted pieces of `inner` rows (as OnnxEncoder.embed
+    does with batch_size=inner), each piece padded to its own longest row."""
+    from models.encoder import length_sorted_batches
+
+    lengths_array = np.asarray(lengths)
+    calls = []
+    for index in indices:
+        call_lengths = lengths_array[index]
+        pieces = [(len(piece), int(call_lengths[piece].max())) for piece in length_sorted_batches(call_lengths, inner)]
+        calls.append(Call(index, pieces))
+    return calls
 
 
 # ---------------------------------------------------------------- the encoders under test
@@ -161,9 +185,9 @@ def run_variant(name: str, description: str, embed: Callable[[list[str]], np.nda
     assert outputs is not None
     n = len(texts)
     wall, cpu = float(sum(walls)), float(sum(cpus))
-    padded = sum(len(c.index) * c.padded_length for c in calls)
+    padded = sum(c.padded_tokens for c in calls)
     real = int(sum(lengths))
-    executed = sum(len(c.index) * shape.flops(c.padded_length) for c in calls) / 1e9
+    executed = sum(c.flops(shape) for c in calls) / 1e9
     useful = sum(shape.flops(int(t)) for t in lengths) / 1e9
     result = VariantResult(
         name=name, description=description, threads=threads, calls=len(calls),
@@ -205,6 +229,13 @@ def variants_under_test(torch_encoder: Any, fp32: Any, int8: Any, lengths: Seque
          lambda batch: int8.embed(batch, batch_size=size), plan(lengths, arrival, None)),
         ("d_onnx_int8_bucketed", f"ONNX Runtime int8, length-bucketed batches of {size}, dynamic padding",
          lambda batch: int8.embed(batch, batch_size=size), plan(lengths, bucketed_calls(lengths, size), None)),
+        # What a stream worker could do with its arrival-order micro-batch: sort it and run it in small
+        # pieces, so one long message no longer pads 31 short ones (diagnostics for the worker's embed step).
+        ("e8_onnx_int8_micro_sorted", f"ONNX Runtime int8, micro-batches of {size} in arrival order, each sorted "
+         f"by length and run in pieces of {INNER}", lambda batch: int8.embed(batch, batch_size=INNER),
+         plan_inner(lengths, arrival, INNER)),
+        ("e1_onnx_int8_micro_unpadded", f"ONNX Runtime int8, micro-batches of {size} in arrival order, one message "
+         "per run (no padding at all)", lambda batch: int8.embed(batch, batch_size=1), plan_inner(lengths, arrival, 1)),
     ]
 
 
@@ -311,6 +342,16 @@ def analyse(recorder: Recorder, runs: list[dict[str, Any]]) -> None:
         f"int8 + buckets runs at {d['gflops_executed_wall']} fp32-equivalent GFLOP/s, {d['roofline_pct_wall']}% of the "
         f"fp32 limit (int8 kernels do more multiply-adds per instruction than fp32; CPU features: "
         f"{', '.join(recorder.data['machine']['cpu_flags']) or 'unknown'})."
+    )
+    e8, e1 = variant(first, "e8_onnx_int8_micro_sorted"), variant(first, "e1_onnx_int8_micro_unpadded")
+    recorder.analysis(
+        f"The stream worker embeds arrival-order micro-batches: padded to their longest message they compute "
+        f"{d0['padded_tokens'] / max(d0['real_tokens'], 1):.1f}x the real tokens (d0: {d0['msgs_per_cpu_s']} msgs/CPU-s). "
+        f"Sorting each micro-batch and running it in pieces of {INNER} computes "
+        f"{e8['padded_tokens'] / max(e8['real_tokens'], 1):.2f}x ({e8['msgs_per_cpu_s']} msgs/CPU-s, "
+        f"{e8['msgs_per_cpu_s'] / d0['msgs_per_cpu_s']:.1f}x d0); one message per run {e1['msgs_per_cpu_s']} msgs/CPU-s. "
+        f"p50/p99 per micro-batch: d0 {d0['latency_ms']['p50']}/{d0['latency_ms']['p99']} ms, e8 "
+        f"{e8['latency_ms']['p50']}/{e8['latency_ms']['p99']} ms."
     )
     if len(runs) > 1:
         second = runs[1]

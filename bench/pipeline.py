@@ -60,6 +60,8 @@ class PipelineBenchConfig:
     partitions: int = 4
     embed_batch_size: int | None = None  # None = the workers' default (settings.embed_batch_size)
     worker_env: dict[str, str] = field(default_factory=dict)  # extra environment (e.g. faust's PRODUCER_LINGER)
+    worker_variant: str | None = None  # a candidate fix from bench.worker_variants (None = the stock worker)
+    half_capacity_latency: bool = True  # also measure latency at half the sustained rate when `rate` exceeds it
     source: str = "auto"
     seed: int = 0
     profile: bool = False  # py-spy the workers during the throughput phase
@@ -92,7 +94,8 @@ class Worker:
 
 
 def start_workers(settings: Settings, bootstrap: str, database_url: str | None, count: int,
-                  embed_batch_size: int | None, log_dir: Path, extra_env: dict[str, str] | None = None) -> list[Worker]:
+                  embed_batch_size: int | None, log_dir: Path, extra_env: dict[str, str] | None = None,
+                  variant: str | None = None) -> list[Worker]:
     """`python -m stream_agents worker` processes on these settings' topics, each on its own port."""
     from infra.kafka import free_port
     from stream_agents.worker import _die_with_parent, worker_environment
@@ -113,10 +116,15 @@ def start_workers(settings: Settings, bootstrap: str, database_url: str | None, 
         if embed_batch_size:
             env["DONORCAST_EMBED_BATCH_SIZE"] = str(embed_batch_size)
         env.update(extra_env or {})
+        if variant:
+            from bench.worker_variants import VARIANT_ENV
+
+            env[VARIANT_ENV] = variant
         log_path = log_dir / f"{settings.topic_prefix}worker-{index}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
-                [sys.executable, "-m", "stream_agents", "worker", "--loglevel", "warn"],
+                [sys.executable, "-m", "bench.worker_variants" if variant else "stream_agents", "worker",
+                 "--loglevel", "warn"],
                 cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
@@ -332,7 +340,8 @@ def throughput_phase(settings: Settings, endpoints: Any, workers_n: int, message
     phase = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "topic_partitions": config.partitions})
     ensure_topics_sync(endpoints.kafka_bootstrap, phase)
     workers = start_workers(phase, endpoints.kafka_bootstrap, endpoints.database_url, workers_n,
-                            config.embed_batch_size, log_dir, config.worker_env)
+                            config.embed_batch_size, log_dir, config.worker_env,
+                            config.worker_variant)
     profiles: list[Any] = []
     try:
         wait_healthy(workers, config.start_timeout)
@@ -469,30 +478,38 @@ async def _offer_and_measure(settings: Settings, bootstrap: str, messages: Seque
 
 
 def latency_phase(settings: Settings, endpoints: Any, workers_n: int, messages: Sequence[ChatMessage],
-                  config: PipelineBenchConfig, log_dir: Path) -> dict[str, Any]:
+                  config: PipelineBenchConfig, log_dir: Path, rate: float) -> dict[str, Any]:
+    """Offer `rate` msgs/s for config.rate_seconds to fresh workers; latency of every score read."""
     from infra.kafka import ensure_topics_sync
+
+    messages = messages[: max(1, int(rate * config.rate_seconds))]
 
     tag = uuid.uuid4().hex[:8]
     phase = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "topic_partitions": config.partitions})
     ensure_topics_sync(endpoints.kafka_bootstrap, phase)
     workers = start_workers(phase, endpoints.kafka_bootstrap, endpoints.database_url, workers_n,
-                            config.embed_batch_size, log_dir, config.worker_env)
+                            config.embed_batch_size, log_dir, config.worker_env,
+                            config.worker_variant)
     try:
         wait_healthy(workers, config.start_timeout)
-        warm_up(phase, endpoints.kafka_bootstrap, workers, tag, config.start_timeout)
+        warmed = warm_up(phase, endpoints.kafka_bootstrap, workers, tag, config.start_timeout)
         services = service_pids(settings)
         cpu_before = cpu_snapshot(workers, services)
         batch = tagged(messages, tag)
-        measured = asyncio.run(_offer_and_measure(phase, endpoints.kafka_bootstrap, batch, config.rate, tag))
+        measured = asyncio.run(_offer_and_measure(phase, endpoints.kafka_bootstrap, batch, rate, tag))
         cpu = cpu_delta(cpu_before, cpu_snapshot(workers, services))
         states = summaries(workers)
         latencies = measured["latencies"]
         offered = measured["offered_seconds"]
+        processed = total(states, "records_in") - warmed
         return {
             "workers": workers_n,
-            "offered_rate": config.rate,
+            "offered_rate": rate,
             "achieved_offered_rate": round(len(batch) / offered, 1) if offered else None,
             "messages": len(batch),
+            "processed_by_end": processed,
+            # The workers could not keep up: latency grew for as long as messages were offered.
+            "overloaded": processed < len(batch),
             "scores_read": len(latencies),
             "latency_ms": percentiles_ms(latencies, (50, 95, 99)) | {
                 "max": round(1000 * max(latencies), 1) if latencies else None,
@@ -568,8 +585,13 @@ def run(config: PipelineBenchConfig, settings: Settings, out: Path | None = None
             runs.append({
                 "workers": workers_n,
                 "throughput": throughput_phase(bench, endpoints, workers_n, sample.messages, config, log_dir),
-                "latency": latency_phase(bench, endpoints, workers_n, rate_sample.messages, config, log_dir),
+                "latency": latency_phase(bench, endpoints, workers_n, rate_sample.messages, config, log_dir,
+                                         config.rate),
             })
+            sustained = runs[-1]["throughput"]["sustained_msgs_per_s"]
+            if config.half_capacity_latency and sustained and sustained < config.rate:
+                runs[-1]["latency_half_capacity"] = latency_phase(
+                    bench, endpoints, workers_n, rate_sample.messages, config, log_dir, max(1.0, round(sustained / 2)))
     recorder.data["runs"] = runs
     recorder.data["targets"] = targets(runs, config)
     analyse(recorder, runs)
@@ -652,6 +674,18 @@ def analyse(recorder: Recorder, runs: list[dict[str, Any]]) -> None:
                 inclusive = ", ".join(f"{k} {v}%" for k, v in sorted(prof["inclusive_pct"].items(), key=lambda kv: -kv[1])[:6])
                 recorder.analysis(f"{run_['workers']} worker(s), worker {i} py-spy ({prof['samples']} samples) by "
                                   f"innermost component: {top}; inclusive: {inclusive}.")
+    for run_ in runs:
+        lat, half = run_["latency"], run_.get("latency_half_capacity")
+        if lat.get("overloaded"):
+            text = (f"{run_['workers']} worker(s): at {lat['offered_rate']:g} msgs/s offered only {lat['processed_by_end']} of "
+                    f"{lat['messages']} messages were processed by the end: the offered rate exceeds capacity "
+                    f"({run_['throughput']['sustained_msgs_per_s']} msgs/s sustained), so latency is queueing time and "
+                    "grows for as long as the rate is offered.")
+            if half:
+                p = half["latency_ms"]
+                text += (f" At half capacity ({half['offered_rate']:g} msgs/s) p50/p95/p99 = {p['p50']}/{p['p95']}/{p['p99']} ms"
+                         + (" (still overloaded)." if half.get("overloaded") else "."))
+            recorder.analysis(text)
     if repeat:
         recorder.analysis(f"{100 * repeat:.0f}% of the model-input messages repeat a text seen in the previous 10k "
                           "messages: a text -> vector LRU cache in the worker would skip the encoder for them.")

@@ -10,7 +10,7 @@ import pytest
 from tests.test_bench.conftest import MACHINE_KEYS, strict_json
 
 VARIANTS = ["a_naive_torch_padded", "a0_torch_per_message", "b_torch_batched", "c_onnx_fp32",
-            "d0_onnx_int8_arrival", "d_onnx_int8_bucketed"]
+            "d0_onnx_int8_arrival", "d_onnx_int8_bucketed", "e8_onnx_int8_micro_sorted", "e1_onnx_int8_micro_unpadded"]
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,9 @@ def test_every_variant_is_measured_on_the_same_messages(encoder_result: tuple[Pa
     assert by_name["a_naive_torch_padded"]["padded_tokens"] == 40 * 64
     # Length buckets pad less than arrival-order batches of the same size.
     assert by_name["d_onnx_int8_bucketed"]["padded_tokens"] <= by_name["d0_onnx_int8_arrival"]["padded_tokens"]
+    # Sorted pieces of a micro-batch pad less than the whole micro-batch; one row per run pads nothing.
+    assert by_name["e8_onnx_int8_micro_sorted"]["padded_tokens"] <= by_name["d0_onnx_int8_arrival"]["padded_tokens"]
+    assert by_name["e1_onnx_int8_micro_unpadded"]["padded_tokens"] == by_name["e1_onnx_int8_micro_unpadded"]["real_tokens"]
     # The same vectors, whichever way they were computed (masked mean pooling ignores padding).
     assert by_name["a_naive_torch_padded"]["cosine_vs_torch_fp32"]["min"] > 0.999
     assert by_name["c_onnx_fp32"]["cosine_vs_torch_fp32"]["min"] > 0.999

@@ -1,0 +1,42 @@
+"""The candidate-fix worker variants change exactly what they say, and refuse unknown names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.machine import REPO_ROOT
+
+
+class RecordingEncoder:
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        self.batch_sizes.append(batch_size)
+        return np.zeros((len(texts), 3), dtype=np.float32)
+
+
+def test_embed_pieces_variant_runs_micro_batches_in_pieces_of_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.worker_variants import VARIANTS
+    from models.scorer import DonorScorer, FeatureConfig
+
+    monkeypatch.setattr(DonorScorer, "embed", DonorScorer.embed)  # restored after the test
+    encoder = RecordingEncoder()
+    scorer = DonorScorer(version="v", encoder=encoder, session=None, feature_config=FeatureConfig())
+    scorer.embed(["a", "b"])
+    assert encoder.batch_sizes == [64]  # the stock worker: a micro-batch of <= 64 is one padded pass
+    VARIANTS["embed-pieces-8"]()
+    vectors = scorer.embed(["a", "b", "c"])
+    assert encoder.batch_sizes == [64, 8] and vectors.shape == (3, 3)
+
+
+def test_unknown_variant_is_refused() -> None:
+    env = dict(os.environ, DONORCAST_BENCH_WORKER_VARIANT="no-such-fix")
+    done = subprocess.run([sys.executable, "-m", "bench.worker_variants", "worker"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "embed-pieces-8" in done.stderr
