@@ -6,20 +6,57 @@
   before its work is done (a crash would lose it). Here a record's offset is committed only after
   its batch is embedded, stored in the tables and its scores are handed to the producer.
 - `persist_to_postgres`: the PostgreSQL sink (its own consumer group, so an outage never stops scoring).
-- `watch_promoted_model`: hot model swap. `expire_idle_viewers`: idle expiry. `measure_lag`: consumer lag.
+- `watch_promoted_model`: hot model swap. `expire_idle_viewers`: idle expiry. `measure_lag`: lag per
+  partition, and the watchdog for records faust fetched but never delivered (see gaps.py).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Any
+
 import faust
+from faust.types import TP
 
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime, expire_idle, process_batch, publish, rebuild_boards
 from stream_agents.validate import sort_events
 
+log = logging.getLogger(__name__)
+
 MODEL_POLL_SECONDS = 2.0
+STALL_SECONDS = 30.0  # a partition with records that delivers none this long is read directly
 EXPIRY_SECONDS = 30.0
 LAG_SECONDS = 5.0
+
+
+async def partition_end(app: faust.App, rt: Runtime, tp: TP) -> int:
+    """Where a chat-messages partition ends: the highwater of fetch responses (exact), or ListOffsets
+    when nothing was fetched from it yet (on Tansu possibly short, never past the end)."""
+    highwater = app.consumer.highwater(tp)
+    if highwater is not None or rt.gaps is None:
+        return int(highwater or 0)
+    return await rt.gaps.end_offset(tp.partition)
+
+
+async def handle(rt: Runtime, records: Sequence[Any]) -> None:
+    """One micro-batch, start to finish (the agent's body, also used to catch up a stalled partition)."""
+    async with rt.batch_lock:
+        batch = sort_events(records)
+        model = await rt.models.wait_for_model()
+        scores = await process_batch(rt, model, batch, n_records=len(records))
+        await publish(rt, batch, scores)
+
+
+async def catch_up(rt: Runtime, partition: int, end: int) -> None:
+    """Read and apply a partition's records that faust fetched but never delivered."""
+    assert rt.gaps is not None
+    start = await rt.gaps.next_to_apply(partition)
+    records = await rt.gaps.read(partition, start, end)
+    size = rt.settings.embed_batch_size
+    for at in range(0, len(records), size):
+        await handle(rt, records[at : at + size])
 
 
 def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, sink: PostgresSink | None) -> None:
@@ -29,10 +66,7 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
     async def score_chat_messages(stream: faust.StreamT[bytes]) -> None:
         """Validate, embed, append to viewer sequences and score, one micro-batch at a time."""
         async for events in stream.take_events(settings.embed_batch_size, within=settings.embed_batch_wait):
-            batch = sort_events(events)
-            model = await rt.models.wait_for_model()
-            scores = await process_batch(rt, model, batch, n_records=len(events))
-            await publish(rt, batch, scores)
+            await handle(rt, await rt.gaps.complete(events) if rt.gaps else events)
 
     if sink is not None:
         @app.task
@@ -54,19 +88,26 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
 
     @app.timer(LAG_SECONDS)
     async def measure_lag() -> None:
-        """Records on our chat-messages partitions not processed yet (highwater from fetch responses)."""
+        """Lag per chat-messages partition; catches up a partition that has records but delivers none."""
+        if app.in_recovery:
+            return
         for tp in app.consumer.assignment():
-            if tp.topic == chat_messages.get_topic_name():
-                highwater = app.consumer.highwater(tp)
-                if highwater is None:  # nothing fetched from it yet
-                    continue
-                done = rt.processed.get(tp.partition)
-                position = done + 1 if done is not None else (await app.consumer.position(tp) or 0)
-                rt.metrics.lag.labels(str(tp.partition)).set(max(0, highwater - position))
+            if tp.topic != chat_messages.get_topic_name():
+                continue
+            end = await partition_end(app, rt, tp)
+            lag = max(0, end - await rt.gaps.next_to_apply(tp.partition)) if rt.gaps else 0
+            rt.metrics.lag.labels(str(tp.partition)).set(lag)
+            if lag and rt.idle_since(tp.partition) > STALL_SECONDS:
+                log.warning("chat-messages[%d]: %d records not delivered for %.0f s: reading them directly",
+                            tp.partition, lag, STALL_SECONDS)
+                rt.metrics.resumed.inc()
+                await catch_up(rt, tp.partition, end)
 
     @app.on_partitions_revoked.connect
     async def mark_boards_stale(sender: faust.App, revoked: set, **kwargs: object) -> None:
         rt.boards.stale = True
+        if rt.gaps is not None:
+            rt.gaps.forget(tp.partition for tp in revoked if tp.topic == chat_messages.get_topic_name())
 
     @app.on_rebalance_complete.connect
     async def rebuild_leaderboards(sender: faust.App, **kwargs: object) -> None:

@@ -50,6 +50,7 @@ from models.registry import ModelRegistry
 from stream_agents.agents import register_agents
 from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
 from stream_agents.dashboard import register_dashboard
+from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
 from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
@@ -76,7 +77,14 @@ class SlotTable(ViewerTable):
     slot_keys = True
 
 
-def _table(app: faust.App, cls: type[ViewerTable], name: str, partitions: int, help: str) -> Any:
+class PartitionTable(faust.Table):
+    """Keys are chat-messages partition numbers: each row lives on its own partition."""
+
+    def partition_for_key(self, key: Any) -> int:
+        return int(key)
+
+
+def _table(app: faust.App, cls: type[faust.Table], name: str, partitions: int, help: str) -> Any:
     return app.tables.add(cls(
         app, name=name, beacon=app.tables.beacon, partitions=partitions, help=help,
         key_type=str, value_type=bytes,  # faust picks json for str keys and raw bytes for values
@@ -125,6 +133,7 @@ def create_app(
 
     headers = _table(app, ViewerTable, "viewer_to_sequence", partitions, "stream|viewer -> ViewerSequence")
     slots = _table(app, SlotTable, "viewer_slot_to_message", partitions, "stream|viewer<US>slot -> StoredMessage")
+    applied = _table(app, PartitionTable, "partition_to_offset", partitions, "partition -> newest offset applied")
 
     metrics = Metrics()
 
@@ -156,7 +165,9 @@ def create_app(
         send_dead_letter=send_dead_letter,
         owns=owns,
         database_url=database_url or settings.database_url,
+        offsets=applied,
     )
+    rt.gaps = GapFiller(bootstrap=bootstrap, topic=chat_messages.get_topic_name(), applied=rt.applied, metrics=metrics)
     database_url = rt.database_url
     sink = None
     if database_url:
@@ -178,6 +189,8 @@ def register_shutdown(app: faust.App, rt: Runtime) -> None:
     async def close_resources(sender: faust.App, **kwargs: object) -> None:
         if rt.pool is not None:
             await rt.pool.close()
+        if rt.gaps is not None:
+            await rt.gaps.close()
         rt.models.close()
 
 

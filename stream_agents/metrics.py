@@ -32,6 +32,13 @@ class Metrics:
         )
         self.embedded = Counter("donorcast_embedded_messages", "messages embedded (incl. re-embedding)", registry=r)
         self.scored = Counter("donorcast_scores_published", "scores published to donor-scores", registry=r)
+        self.refetched = Counter(
+            "donorcast_refetched_records", "records the consumer skipped, read directly (gaps.py)", registry=r
+        )
+        self.resumed = Counter(
+            "donorcast_caught_up_partitions", "stalled partitions whose records were read directly", registry=r
+        )
+        self.lost = Counter("donorcast_lost_records", "skipped records that could not be read any more", registry=r)
         self.misrouted = Counter(
             "donorcast_misrouted", "records whose Kafka key was not stream|viewer", registry=r
         )

@@ -6,6 +6,7 @@ Order matters only per viewer, and a viewer's records are all on one partition, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from infra.repository import ViewerHistory
 from infra.settings import Settings
 from infra.topics import viewer_key
 from stream_agents.embed import ViewerUpdate, append_inputs, batch_origins, load_updates, reembed_stale
+from stream_agents.gaps import GapFiller
 from stream_agents.history import HistoryCache
 from stream_agents.leaderboard import Leaderboards
 from stream_agents.metrics import Metrics
@@ -42,13 +44,30 @@ class Runtime:
     send_score: Callable[[DonorScore], Any]  # async: publish one score to donor-scores
     send_dead_letter: Callable[[DeadLetter], Any]  # async: publish one dead letter
     owns: Callable[[str], bool] = lambda key: True  # is this table key on a partition we hold?
+    gaps: GapFiller | None = None  # records the consumer skipped (None: trust delivery, e.g. test_context)
+    offsets: Any = field(default_factory=dict)  # partition_to_offset table: str(partition) -> newest applied
+    batch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and stall watchdog take turns
     boards: Leaderboards = field(default_factory=Leaderboards)
     histories: HistoryCache = field(default_factory=HistoryCache)
     outcomes: OutcomeLog = field(default_factory=OutcomeLog)
     database_url: str | None = None  # for history reads; None: models that use history get none
     pool: Any = None  # opened on first need
     pool_retry_at: float = 0.0
-    processed: dict[int, int] = field(default_factory=dict)  # partition -> newest offset processed
+    delivered_at: dict[int, float] = field(default_factory=dict)  # partition -> when a record last came (lag)
+    started: float = field(default_factory=time.monotonic)
+
+    def idle_since(self, partition: int) -> float:
+        """Seconds since the partition last delivered a record (since start if it never did)."""
+        return time.monotonic() - self.delivered_at.get(partition, self.started)
+
+    def applied(self, partition: int) -> int | None:
+        """Newest chat-messages offset of this partition whose effects are in the tables."""
+        value = self.offsets.get(str(partition))
+        return None if value is None else int(value)
+
+    def mark_applied(self, partition: int, offset: int) -> None:
+        if offset > (self.applied(partition) if self.applied(partition) is not None else -1):
+            self.offsets[str(partition)] = str(offset).encode()
 
 
 def is_stream_end(message: ChatMessage) -> bool:
@@ -99,8 +118,10 @@ def count_batch(rt: Runtime, batch: SortedBatch, appended: int, paid: int, dupli
     m.count("not_input", len(batch.other))
     m.count("dead_letter", len(batch.rejected))
     m.misrouted.inc(sum(1 for i in (*batch.inputs, *batch.paid, *batch.other) if not i.key_matches))
+    now = time.monotonic()
     for partition, offset in batch.last_offsets.items():
-        rt.processed[partition] = max(rt.processed.get(partition, -1), offset)
+        rt.delivered_at[partition] = now
+        rt.mark_applied(partition, offset)
 
 
 async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_records: int) -> list[DonorScore]:

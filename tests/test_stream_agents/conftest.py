@@ -16,10 +16,9 @@ from tests.test_stream_agents.harness import WorkerProcess, start_worker
 def worker_factory(topics: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers on this test's settings (topics created); every one is stopped at the end."""
     started: list[WorkerProcess] = []
-    port = free_port()
 
-    def start(*, model_double: bool = True, port_offset: int = 0) -> WorkerProcess:
-        worker = start_worker(topics, port + port_offset, tmp_path / f"worker-{len(started)}.log",
+    def start(*, model_double: bool = True, settings: Settings | None = None) -> WorkerProcess:
+        worker = start_worker(settings or topics, free_port(), tmp_path / f"worker-{len(started)}.log",
                               model_double=model_double)
         started.append(worker)
         return worker
