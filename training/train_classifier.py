@@ -613,6 +613,7 @@ def main(
     test_eval = EvalSamples.from_dataset(dataset, split_samples["test"])
     new_mask = test_eval.new_viewer
     test_groups = np.asarray([dataset.streams[dataset.tracks[s.track].stream].group for s in split_samples["test"]])
+    last_mask = _last_snapshot_mask(split_samples["test"])
     results: dict[str, TrackResult] = {}
     for track in config.tracks:
         clock = time.perf_counter()
@@ -641,7 +642,7 @@ def main(
         title = "chat only" if track == "chat" else "with viewer history"
         if len(test_eval):
             sections.append(Section(f"{title} · all test viewers", test_eval, models, plot_key=track))
-            sections += _subsections(title, test_eval, models, new_mask, test_groups)
+            sections += _subsections(title, test_eval, models, new_mask, test_groups, last_mask)
         manifest = {
             "label": config.dataset.label, "track": track, "feature_config": features.to_dict(),
             "dataset_config": asdict(config.dataset), "data_fingerprint": dataset.fingerprint,
@@ -688,15 +689,33 @@ def main(
                       seconds=seconds)
 
 
-def _subsections(title: str, samples: Any, models: list[Any], new: np.ndarray, groups: np.ndarray) -> list[Any]:
-    """New viewers only; and, when the test holds several groups (channels), each group on its own."""
+def _last_snapshot_mask(samples: list[Sample]) -> np.ndarray:
+    """True for each (stream, viewer)'s last snapshot: for `member`, all of the viewer's chat."""
+    last: dict[int, int] = {}
+    for i, sample in enumerate(samples):
+        if sample.track not in last or sample.snapshot_seconds >= samples[last[sample.track]].snapshot_seconds:
+            last[sample.track] = i
+    mask = np.zeros(len(samples), dtype=bool)
+    mask[list(last.values())] = True
+    return mask
+
+
+def _subsections(title: str, samples: Any, models: list[Any], new: np.ndarray, groups: np.ndarray,
+                 last: np.ndarray) -> list[Any]:
+    """New viewers only; each viewer's last snapshot (unweighted: one row per stream-viewer pair);
+    and, when the test holds several groups (channels), each group on its own."""
     from training.evaluate import ModelScores, Section
 
-    def part(name: str, mask: np.ndarray) -> Any:
-        return Section(f"{title} · {name}", samples.subset(mask),
-                       [ModelScores(m.name, m.scores[mask], m.threshold) for m in models])
+    def part(name: str, mask: np.ndarray, *, unweighted: bool = False) -> Any:
+        subset = samples.subset(mask)
+        if unweighted:
+            subset.weight = np.ones(len(subset))
+        return Section(f"{title} · {name}", subset, [ModelScores(m.name, m.scores[mask], m.threshold) for m in models])
 
     out = [part("new viewers only (never in a training stream)", new)] if new.any() else []
+    out.append(part("each viewer's last snapshot (one row per stream-viewer)", last, unweighted=True))
+    if (last & new).any():
+        out.append(part("each viewer's last snapshot, new viewers only", last & new, unweighted=True))
     names = sorted(set(groups.tolist()))
     if len(names) > 1:
         for group in names:

@@ -111,3 +111,22 @@ def test_evaluate_refuses_a_dataset_with_another_label(tmp_path) -> None:
     dataset = build_dataset(synthetic_streams(3, seed=5), DatasetConfig(label="member", held_out="none"))
     with pytest.raises(InputError, match="predicts 'paid'"):
         version_features(results.tracks["chat"].version, dataset, dataset.samples[:3], shared_cache())
+
+
+def test_evaluate_command_on_chat_files(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from infra.cli import build_app
+    from producers.simulator import simulate, write_chat_downloader_json
+
+    settings, results, _ = fitted()
+    version = results.tracks["history"].version
+    files = [write_chat_downloader_json(s, tmp_path / f"{s.stream_id}.json")
+             for s in simulate(5, 31, viewers=60, minutes=60, donor_share=0.15)]
+    out = tmp_path / "report"
+    result = CliRunner().invoke(build_app(), ["--state-dir", str(settings.state_dir), "evaluate", *map(str, files),
+                                              "--model", version.version, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())["all test viewers"]
+    assert f"transformer+history ({version.version})" in metrics and "history_rule" in metrics
+    assert (out / "report.md").read_text().startswith(f"# Evaluation of {version.version}")
