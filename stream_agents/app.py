@@ -11,9 +11,10 @@ Run it::
 `load_settings()` (see `__getattr__` below).
 
 Top to bottom, `create_app` declares: topics (chat-messages in; donor-scores and dead-letters out),
-the two changelog-backed tables holding viewer sequences (`sequences.py`), the runtime the agents
-share (model runner, leaderboards, metrics, history cache), the agents and timers (`agents.py`) and
-the HTTP views (`views.py`).
+the changelog-backed tables (`viewer_to_sequence` and `viewer_slot_to_message` hold the viewer
+sequences, see `sequences.py`; `partition_to_offset` the newest chat-messages offset applied per
+partition, see `gaps.py`), the runtime the agents share (model runner, leaderboards, metrics,
+history cache), the agents and timers (`agents.py`) and the HTTP views (`views.py`).
 
 Scale-out
 ---------

@@ -16,7 +16,6 @@ from typing import Any
 from infra.events import ChatMessage, DeadLetter, DonorScore
 from infra.repository import ViewerHistory
 from infra.settings import Settings
-from infra.topics import viewer_key
 from stream_agents.embed import ViewerUpdate, append_inputs, batch_origins, load_updates, reembed_stale
 from stream_agents.gaps import GapFiller
 from stream_agents.history import HistoryCache
@@ -196,7 +195,3 @@ def expire_idle(rt: Runtime, now: float | None = None) -> int:
             rt.outcomes.forget_stream(stream_id)
     rt.metrics.viewers.set(rt.boards.viewers)
     return expired
-
-
-def score_key(score: DonorScore) -> bytes:
-    return viewer_key(score.stream_id, score.viewer_id)

@@ -32,7 +32,7 @@ from stream_agents.leaderboard import BoardEntry
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime
 from stream_agents.score import explain_many, model_input, top_message_ids
-from stream_agents.sequences import ViewerSequence, append, seconds_since_start
+from stream_agents.sequences import ViewerSequence, append, seconds_since_start, split_viewer_key
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_K = 1000
@@ -198,7 +198,7 @@ def register_views(app: faust.App, rt: Runtime, sink: PostgresSink | None) -> No
             }
             model = rt.models.current
             if request.query.get("explain") and model is not None and window:
-                sequence = model_input(model, header, window)
+                sequence = model_input(model, header, window, rt.histories.get(split_viewer_key(key)))
                 (indices,) = await rt.models.call(explain_many, model.scorer, [sequence])
                 answer["top_message_ids"] = list(top_message_ids(
                     sequence.message_ids, indices, model.scorer.feature_config.max_messages))
