@@ -91,6 +91,10 @@ def resolve_target(url: str, *, allow_any_host: bool = False, stream_id: str | N
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InputError(f"not an http(s) URL: {url!r}")
+    if "\\" in url or parts.username is not None or parts.password is not None:
+        # Parsers disagree on these: `https://evil.example\@www.youtube.com/` is youtube.com to
+        # Python and evil.example to a browser. No chat URL needs either.
+        raise InputError(f"refusing {url!r}: backslashes and user info are not allowed in a chat URL")
     platform = host_platform(parts.hostname)
     if platform is None:
         if not allow_any_host:

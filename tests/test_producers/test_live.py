@@ -291,3 +291,13 @@ def test_cli_stops_cleanly_on_ctrl_c(topics: Settings) -> None:
     assert ": stopped after" in result.stdout and "5 messages published, 5 saved" in result.stdout
     records = asyncio.run(read_topic(topics.kafka_bootstrap, topic_name(CHAT_MESSAGES, topics), 5, settle=0.5))
     assert len(records) == 5  # flushed on the way out
+
+
+@pytest.mark.parametrize(
+    "url", ["https://evil.example\\@www.youtube.com/watch?v=dQw4w9WgXcQ", "https://user@www.youtube.com/live/x"]
+)
+def test_urls_that_parsers_disagree_on_are_refused(url: str) -> None:
+    from producers.live import resolve_target
+
+    with pytest.raises(InputError, match="backslashes and user info"):
+        resolve_target(url)
