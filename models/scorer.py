@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from producers.readers.text import strip_member_signals
+from infra.text import strip_member_signals
 
 if TYPE_CHECKING:
     from infra.repository import ViewerHistory

@@ -191,7 +191,7 @@ def plot(result: dict[str, Any], names: Sequence[str], path: Path) -> Path:
 
 def timed_texts(stream_id: str, messages: Sequence[Any]) -> TimedTexts | None:
     """Model inputs of one stream's ChatMessages (member-only emotes stripped); None if empty."""
-    from producers.readers.text import strip_member_signals
+    from infra.text import strip_member_signals
 
     kept = [m for m in messages if m.is_model_input and m.text and strip_member_signals(m.text).strip()]
     if not kept:

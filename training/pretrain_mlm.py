@@ -177,7 +177,7 @@ async def load_streams_from_db(database_url: str, config: PretrainConfig) -> tup
     member-only emotes stripped; held-out streams are not even read."""
     from infra.postgres import create_pool
     from infra.repository import list_streams, stream_messages
-    from producers.readers.text import strip_member_signals
+    from infra.text import strip_member_signals
 
     pool = await create_pool(database_url)
     try:

@@ -1,19 +1,20 @@
-"""Chat text helpers shared by readers and by training.
+"""Chat text helpers for readers: badge titles in YouTube's locales.
 
 Storage is faithful: a message's text is kept exactly as sent (emoji, RTL marks, zero-width
-joiners, member-only emotes). Training must not see what reveals the label, so it calls
-`strip_member_signals` on model inputs: YouTube's channel-membership emotes are written
-`:_name:` (a leading underscore after the colon) and only paying members can post them.
+joiners, member-only emotes). The rule for what reveals membership in text lives in infra/text.py
+(re-exported here), because training and the live scorer apply it to model inputs too.
 """
 
 from __future__ import annotations
 
 import re
 
-# `:_name:` = a channel's member-only custom emoji. Global YouTube emoji (":elbowcough:") and
-# Unicode emoji shortcuts (":face_with_tears_of_joy:") have no underscore and are not signals.
-MEMBER_EMOJI = re.compile(r":_[^:\s]{1,64}:")
-_SPACES = re.compile(r"[ \t]{2,}")
+from infra.text import MEMBER_EMOJI, has_member_signal, strip_member_signals
+
+__all__ = [
+    "MEMBER_EMOJI", "has_member_signal", "is_member_badge", "is_moderator_badge", "is_owner_badge",
+    "strip_member_signals",
+]
 
 # Badge titles that mean "paid channel member", in the locales YouTube renders badges in.
 # The badge is a custom image with a tooltip such as "Member (6 months)", "New member",
@@ -25,18 +26,6 @@ _MEMBER_TITLE = re.compile(
 )
 _MODERATOR_TITLE = re.compile(r"moderator|moderador|modérateur|moderatore|モデレーター|관리자|版主", re.I)
 _OWNER_TITLE = re.compile(r"^(owner|inhaber|propietario|propriétaire|proprietario|所有者|소유자)$", re.I)
-
-
-def strip_member_signals(text: str) -> str:
-    """Remove member-only emotes (`:_name:`) from a model input; other text is left as it is."""
-    if ":_" not in text:
-        return text
-    stripped = MEMBER_EMOJI.sub("", text)
-    return _SPACES.sub(" ", stripped).strip()
-
-
-def has_member_signal(text: str) -> bool:
-    return ":_" in text and MEMBER_EMOJI.search(text) is not None
 
 
 def is_member_badge(title: str) -> bool:
