@@ -130,7 +130,7 @@ def describe_url(url: str) -> str:
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 10.0) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=timeout)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise DatabaseUnavailable(
             f"cannot connect to PostgreSQL at {describe_url(url)} ({error.__class__.__name__}: {error}). "
             "Check DONORCAST_DATABASE_URL, or unset it to use the embedded server."
