@@ -151,7 +151,31 @@ def targets_section(results: dict[str, dict[str, Any]], h: str) -> list[str]:
                          _fmt(t["met"])])
     if not rows:
         return []
-    return [f"{h} Targets", "", *_table(["target", "goal", "measured", "met"], rows), ""]
+    return [f"{h} Targets", "", *_table(["target", "goal", "measured", "met"], rows), "", *ceiling_lines(results), ""]
+
+
+def ceiling_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """What the compute limit allows the pipeline, from the encoder and pipeline result files."""
+    encoder, pipeline = results.get("encoder"), results.get("pipeline")
+    if not encoder:
+        return []
+    one = next((r for r in encoder["runs"] if r["threads"] == 1), None)
+    if one is None:
+        return []
+    best = next(v for v in one["variants"] if v["name"] == "d_onnx_int8_bucketed")
+    cores = encoder["machine"].get("usable_cores") or 1
+    lines = [f"- Compute ceiling on this machine: the int8 encoder alone, in its best batching (d, 1 thread), embeds "
+             f"{best['msgs_per_cpu_s']:,.0f} messages per CPU-second, so {cores} fully used cores cap any pipeline "
+             f"built on it at about {best['msgs_per_cpu_s'] * cores:,.0f} msgs/s before Kafka, faust, scoring and "
+             f"persistence take their share. 1,000 msgs/s on {cores} cores needs at most "
+             f"{1000 * cores / 1000:.1f} CPU-ms per message in total."]
+    if pipeline:
+        first = pipeline["runs"][0]["throughput"]
+        worker_ms = sum(v for k, v in first["cpu_ms_per_message"].items() if k.startswith("worker") and v)
+        total_ms = sum(v for v in first["cpu_ms_per_message"].values() if v)
+        lines.append(f"- The stock pipeline spends {total_ms:.1f} CPU-ms per message ({worker_ms:.1f} in the worker), "
+                     f"i.e. about {1000 * cores / max(total_ms, 1e-9):,.0f} msgs/s if all {cores} cores worked for it alone.")
+    return lines
 
 
 def render(results: dict[str, dict[str, Any]], level: int = 2) -> str:
