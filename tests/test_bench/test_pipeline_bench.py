@@ -28,7 +28,9 @@ def test_pipeline_bench_scores_and_persists_every_message(settings: Settings, ti
     assert 0 < throughput["scores_published"] <= 2000
     assert throughput["end_to_end_msgs_per_s"] > 0 and throughput["cpu_seconds"]["worker 0"] > 0
     assert latency["messages"] == 120 and latency["scores_read"] > 0
-    assert latency["processed_by_end"] == 120 and latency["overloaded"] is False
+    assert latency["processed_by_end"] == 120
+    assert 0 <= latency["backlog_at_offer_end"] <= 120
+    assert latency["overloaded"] == (latency["backlog_at_offer_end"] > 2 * 40)
     p = latency["latency_ms"]
     assert 0 < p["p50"] <= p["p95"] <= p["p99"] <= p["max"]
     assert [t["name"] for t in result["targets"]] == [
