@@ -175,7 +175,7 @@ def create_app(
         sink = PostgresSink(
             bootstrap=bootstrap, database_url=database_url,
             topics=(chat_messages.get_topic_name(), donor_scores.get_topic_name()),
-            group_id=f"{app.conf.id}-persist", metrics=metrics,
+            group_id=f"{app.conf.id}-persist", metrics=metrics, send_dead_letter=send_dead_letter,
         )
     register_agents(app, rt, chat_messages, sink)
     register_views(app, rt, sink)

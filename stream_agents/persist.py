@@ -5,10 +5,17 @@ read a batch, write it (COPY + ON CONFLICT DO NOTHING, infra.repository), then c
 offsets. Hence:
 
 - kill -9 re-reads at most the batch not yet committed, and writing it again adds no row;
-- PostgreSQL down: the write is retried with capped exponential back-off and the worker reports
+- PostgreSQL unavailable (connection refused or lost, shutting down, too many connections, a
+  timeout): the write is retried with capped exponential back-off and the worker reports
   `degraded` (metrics, /healthz); scoring is another consumer and keeps publishing to Kafka; the
   records wait in Kafka (this sink holds one batch in memory, so the buffer is bounded) and arrive
   after recovery;
+- PostgreSQL refuses a row (a data error or a violated constraint: waiting will not change its
+  mind): the batch is written again row by row, and each refused row goes to the dead-letters
+  topic with PostgreSQL's reason, so one bad row neither blocks its partition nor takes the other
+  rows of its batch with it;
+- any other error (a bug, a schema that does not match) stops the worker loudly: neither waiting
+  nor dead-lettering every row would fix it;
 - several workers split the partitions of both topics between their sinks, like the agents.
 """
 
@@ -16,22 +23,63 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.events import ChatMessage, DonorScore, parse_chat_message
+import asyncpg
+from asyncpg.exceptions import _base as asyncpg_base
+from prometheus_client import Counter
+
+from infra.errors import DatabaseUnavailable
+from infra.events import ChatMessage, DeadLetter, DonorScore, parse_chat_message
 from stream_agents.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 SOURCE = "stream_agents"
+DEAD_LETTER_SOURCE = "stream_agents.persist"
+MAX_RAW_CHARS = 64 * 1024
+
+# PostgreSQL (or the way to it) is unavailable: the same write can succeed later.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,
+    DatabaseUnavailable,  # infra.postgres.create_pool: cannot connect
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: connection lost or rejected
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+)
+# PostgreSQL refuses the data itself: the same row fails every time.
+REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,  # class 22: invalid text, out of range, ...
+    asyncpg.IntegrityConstraintViolationError,  # class 23: CHECK, NOT NULL (duplicates are ON CONFLICT)
+    asyncpg_base.DataError,  # client side: a value asyncpg cannot encode for its column
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, UNAVAILABLE):
+        return True
+    # asyncpg says "connection is closed" / "pool is closing" when the server went away under a pooled
+    # connection; the pool is replaced before the retry.
+    return isinstance(error, asyncpg.InterfaceError) and "clos" in str(error)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a decoded record was read, kept so a refused row can be dead-lettered as it came."""
+
+    location: str  # topic[partition]@offset
+    raw: bytes
 
 
 @dataclass
 class SinkBatch:
     messages: list[ChatMessage] = field(default_factory=list)
     scores: list[DonorScore] = field(default_factory=list)
+    message_origins: list[Origin] = field(default_factory=list)  # parallel to `messages`
+    score_origins: list[Origin] = field(default_factory=list)  # parallel to `scores`
     offsets: dict[Any, int] = field(default_factory=dict)  # TopicPartition -> next offset to read
     skipped: int = 0  # invalid chat records: the agent dead-letters those
 
@@ -40,11 +88,14 @@ def decode_batch(records: dict[Any, Sequence[Any]], chat_topic: str) -> SinkBatc
     batch = SinkBatch()
     for tp, items in records.items():
         for record in items:
+            origin = Origin(f"{tp.topic}[{tp.partition}]@{record.offset}", record.value or b"")
             try:
                 if tp.topic == chat_topic:
                     batch.messages.append(parse_chat_message(record.value))
+                    batch.message_origins.append(origin)
                 else:
                     batch.scores.append(DonorScore.model_validate_json(record.value))
+                    batch.score_origins.append(origin)
             except ValueError:
                 batch.skipped += 1
         if items:
@@ -52,8 +103,23 @@ def decode_batch(records: dict[Any, Sequence[Any]], chat_topic: str) -> SinkBatc
     return batch
 
 
+def origins(items: Sequence[ChatMessage | DonorScore], known: Sequence[Origin]) -> list[Origin]:
+    """`known` when it covers every item (decode_batch), else each item as JSON from an unknown place."""
+    if len(known) == len(items):
+        return list(known)
+    return [Origin("unknown", item.model_dump_json().encode()) for item in items]
+
+
 def backoff(attempt: int, initial: float = 0.2, cap: float = 5.0) -> float:
     return min(cap, initial * 2**attempt)
+
+
+def refused_letter(origin: Origin, error: BaseException) -> DeadLetter:
+    return DeadLetter(
+        source=DEAD_LETTER_SOURCE, location=origin.location,
+        reason=f"PostgreSQL refused the row ({type(error).__name__}): {error}",
+        raw=origin.raw[:MAX_RAW_CHARS].decode("utf-8", errors="replace"),
+    )
 
 
 class PostgresSink:
@@ -65,6 +131,7 @@ class PostgresSink:
         topics: tuple[str, str],  # (chat-messages, donor-scores)
         group_id: str,
         metrics: Metrics,
+        send_dead_letter: Callable[[DeadLetter], Awaitable[Any]] | None = None,
         batch_records: int = 2000,
         max_backoff: float = 5.0,
     ) -> None:
@@ -72,10 +139,14 @@ class PostgresSink:
         self.chat_topic, self.score_topic = topics
         self.group_id = group_id
         self.metrics = metrics
+        self.send_dead_letter = send_dead_letter
         self.batch_records = batch_records
         self.max_backoff = max_backoff
         self.pool: Any = None
         self.written = {"chat_messages": 0, "viewer_scores": 0}
+        self.refused = 0  # rows PostgreSQL refused, each dead-lettered
+        self.refused_rows = Counter("donorcast_postgres_refused_rows", "rows PostgreSQL refused (dead-lettered)",
+                                    ["table"], registry=metrics.registry)
 
     @property
     def degraded(self) -> bool:
@@ -107,34 +178,71 @@ class PostgresSink:
                 await self.pool.close()
 
     async def write_with_retry(self, batch: SinkBatch) -> None:
+        """Write the batch, waiting out unavailability; if PostgreSQL refuses some row, write the rows one
+        by one and dead-letter each refused one. Returns once every row is stored or dead-lettered."""
+        refusal = await self.until_available(lambda: self.write(batch.messages, batch.scores))
+        if refusal is None:
+            return
+        log.warning("PostgreSQL refused a row of a %d-row batch (%s: %s): writing the rows one by one",
+                    len(batch.messages) + len(batch.scores), type(refusal).__name__, refusal)
+        for message, origin in zip(batch.messages, origins(batch.messages, batch.message_origins), strict=True):
+            error = await self.until_available(lambda m=message: self.write([m], []))
+            if error is not None:
+                await self.dead_letter("chat_messages", origin, error)
+        for score, origin in zip(batch.scores, origins(batch.scores, batch.score_origins), strict=True):
+            error = await self.until_available(lambda s=score: self.write([], [s]))
+            if error is not None:
+                await self.dead_letter("viewer_scores", origin, error)
+
+    async def until_available(self, write: Callable[[], Awaitable[None]]) -> BaseException | None:
+        """Run `write`, retrying with back-off while PostgreSQL is unavailable (degraded meanwhile).
+        Returns None when written, or PostgreSQL's refusal; any other error propagates."""
         attempt = 0
         while True:
             try:
-                await self.write(batch)
-            except Exception as error:  # noqa: BLE001 - any failure: back off and try the same batch again
+                await write()
+            except REFUSED as error:
+                self.metrics.set_degraded("postgres", False)  # it answered: it is up
+                return error
+            except Exception as error:
+                if not is_unavailable(error):
+                    log.exception("PostgreSQL write failed with an error that is neither unavailability nor "
+                                  "a refused row: stopping the sink")
+                    self.metrics.set_degraded("postgres", True)
+                    raise
                 self.metrics.set_degraded("postgres", True)
                 self.metrics.sink_retries.inc()
                 delay = backoff(attempt, cap=self.max_backoff)
-                log.warning("PostgreSQL write failed (%s: %s); retry in %.1f s", type(error).__name__, error, delay)
+                log.warning("PostgreSQL unavailable (%s: %s); retry in %.1f s", type(error).__name__, error, delay)
                 await self._drop_pool()
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
             self.metrics.set_degraded("postgres", False)
-            return
+            return None
 
-    async def write(self, batch: SinkBatch) -> None:
+    async def write(self, messages: Sequence[ChatMessage], scores: Sequence[DonorScore]) -> None:
         from infra.postgres import create_pool
         from infra.repository import save_messages, save_scores
 
         if self.pool is None:
             self.pool = await create_pool(self.database_url)
-        new_messages = await save_messages(self.pool, batch.messages, source=SOURCE)
-        new_scores = await save_scores(self.pool, batch.scores)
+        new_messages = await save_messages(self.pool, messages, source=SOURCE)
         self.written["chat_messages"] += new_messages
-        self.written["viewer_scores"] += new_scores
         self.metrics.rows_written.labels("chat_messages").inc(new_messages)
+        new_scores = await save_scores(self.pool, scores)
+        self.written["viewer_scores"] += new_scores
         self.metrics.rows_written.labels("viewer_scores").inc(new_scores)
+
+    async def dead_letter(self, table: str, origin: Origin, error: BaseException) -> None:
+        letter = refused_letter(origin, error)
+        self.refused += 1
+        self.refused_rows.labels(table).inc()
+        log.error("dead letter %s: %s", letter.location, letter.reason)
+        if self.send_dead_letter is None:
+            log.error("no dead-letters topic configured: the refused row is only in this log: %s", letter.raw)
+            return
+        await self.send_dead_letter(letter)
 
     async def commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
