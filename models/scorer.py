@@ -21,10 +21,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from infra.text import strip_member_signals
+from models.vector_cache import VectorCache
 
 if TYPE_CHECKING:
     from infra.repository import ViewerHistory
     from models.registry import ModelVersion
+
+# The worker's micro-batches arrive in chat order; sorted by length and run in pieces of 8, short
+# messages are not padded to the longest one (bench/results: 2.5x the messages per CPU-second).
+EMBED_PIECE_SIZE = 8
+EMBED_CACHE_SIZE = 20_000  # texts; ~30 MB of float32 vectors at 384 dimensions
 
 N_EXTRAS = 4  # message length, emote ratio, question mark, message number
 N_HISTORY = 6  # see history_vector
@@ -244,6 +250,7 @@ class DonorScorer:
     feature_config: FeatureConfig
     threshold: float = 0.5
     max_batch: int = 256
+    cache: VectorCache = field(default_factory=lambda: VectorCache(EMBED_CACHE_SIZE))
 
     @classmethod
     def load(cls, version: ModelVersion, *, threads: int = 1) -> DonorScorer:
@@ -281,9 +288,24 @@ class DonorScorer:
     def preprocess(self, text: str) -> str:
         return preprocess_text(text, self.feature_config)
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Raw chat texts -> (N, D) float32, through the same preprocessing as training."""
-        return self.encoder.embed([self.preprocess(t) for t in texts], batch_size=batch_size)
+    def embed(self, texts: Sequence[str], batch_size: int = EMBED_PIECE_SIZE) -> np.ndarray:
+        """Raw chat texts -> (N, D) float32, through the same preprocessing as training.
+        Texts seen recently (or twice in this call) are encoded once."""
+        prepared = [self.preprocess(t) for t in texts]
+        out = np.empty((len(prepared), self.embedding_dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        for row, text in enumerate(prepared):
+            vector = self.cache.get(text)
+            if vector is None:
+                missing.setdefault(text, []).append(row)
+            else:
+                out[row] = vector
+        if missing:
+            unique = list(missing)
+            for text, vector in zip(unique, self.encoder.embed(unique, batch_size=batch_size), strict=True):
+                self.cache.put(text, vector)
+                out[missing[text]] = vector
+        return out
 
     def logits(self, sequences: Sequence[ViewerSequenceInput]) -> np.ndarray:
         out = []

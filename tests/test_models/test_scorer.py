@@ -111,3 +111,29 @@ def test_load_reads_the_manifest(tmp_path) -> None:
     assert scorer.threshold == version.manifest["threshold"]
     assert scorer.feature_config == FeatureConfig.from_dict(version.manifest["feature_config"])
     assert scorer.embed(["hello chat"]).dtype == np.float32
+
+
+def test_embed_encodes_each_distinct_text_once_and_matches_the_encoder() -> None:
+    version, *_ = _setup("chat")
+    scorer = DonorScorer.load(version, threads=1)
+    texts = ["gg", "what a stream", "gg", "a much longer message about the game tonight", "gg"]
+    direct = scorer.encoder.embed([scorer.preprocess(t) for t in texts], batch_size=64)
+    encoded: list[str] = []
+    real_embed = scorer.encoder.embed
+    scorer.encoder.embed = lambda batch, batch_size: encoded.extend(batch) or real_embed(batch, batch_size)
+    vectors = scorer.embed(texts)
+    np.testing.assert_allclose(vectors, direct, atol=1e-5)  # bucketed pieces == one padded batch
+    assert sorted(encoded) == sorted(scorer.preprocess(t) for t in set(texts))  # "gg" encoded once
+    again = scorer.embed(["gg", "what a stream"])
+    np.testing.assert_array_equal(again, vectors[:2])
+    assert len(encoded) == 3 and scorer.cache.hits == 2
+
+
+def test_vector_cache_drops_the_least_recently_used() -> None:
+    from models.vector_cache import VectorCache
+
+    cache = VectorCache(2)
+    cache.put("a", np.zeros(2)), cache.put("b", np.ones(2))
+    assert cache.get("a") is not None  # "b" is now the least recently used
+    cache.put("c", np.ones(2))
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
