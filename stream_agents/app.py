@@ -45,14 +45,14 @@ from typing import Any
 import faust
 
 from infra.events import DeadLetter, DonorScore
+from infra.kafka import WantedTopic, wanted_topics
 from infra.settings import Settings, load_settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, DONOR_SCORES, partitions_of, topic_name, viewer_key
 from models.registry import ModelRegistry
 from stream_agents.agents import register_agents
 from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
+from stream_agents.broker_reset import BrokerWatch, ResetAwareGapFiller, ResetMetrics, register_broker_watch
 from stream_agents.dashboard import register_dashboard
-from stream_agents.gaps import GapFiller
-from stream_agents.metrics import Metrics
 from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime
@@ -136,7 +136,7 @@ def create_app(
     slots = _table(app, SlotTable, "viewer_slot_to_message", partitions, "stream|viewer<US>slot -> StoredMessage")
     applied = _table(app, PartitionTable, "partition_to_offset", partitions, "partition -> newest offset applied")
 
-    metrics = Metrics()
+    metrics = ResetMetrics()  # stream_agents.metrics.Metrics plus broker resets
 
     def delivered(score: DonorScore) -> Any:
         def on_delivery(_: Any) -> None:
@@ -168,7 +168,16 @@ def create_app(
         database_url=database_url or settings.database_url,
         offsets=applied,
     )
-    rt.gaps = GapFiller(bootstrap=bootstrap, topic=chat_messages.get_topic_name(), applied=rt.applied, metrics=metrics)
+    gaps = ResetAwareGapFiller(bootstrap=bootstrap, topic=chat_messages.get_topic_name(), applied=rt.applied,
+                               metrics=metrics)
+    rt.gaps = gaps
+    tables = (headers, slots, applied)
+    gaps.watch = watch = BrokerWatch(
+        bootstrap=bootstrap, rt=rt, tables=tables, metrics=metrics,
+        topics=wanted_topics(settings) + [WantedTopic(t.changelog_topic.get_topic_name(), partitions, compacted=True)
+                                          for t in tables],
+        highwater=lambda tp: app.consumer.highwater(tp),
+    )
     database_url = rt.database_url
     sink = None
     if database_url:
@@ -177,7 +186,10 @@ def create_app(
             topics=(chat_messages.get_topic_name(), donor_scores.get_topic_name()),
             group_id=f"{app.conf.id}-persist", metrics=metrics, send_dead_letter=send_dead_letter,
         )
+        sink.on_offsets_backwards = watch.check
+        watch.on_reset.append(sink.broker_reset)
     register_agents(app, rt, chat_messages, sink)
+    register_broker_watch(app, watch, chat_messages.get_topic_name())
     register_views(app, rt, sink)
     register_shutdown(app, rt)
     register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (dashboard.py)

@@ -4,7 +4,8 @@ The worker is normally started by `donorcast worker`, which passes explicit addr
 way (`python -m stream_agents worker`, `faust -A stream_agents.app worker`) it finds the embedded services
 that `donorcast up` left running, or says which setting to set.
 
-Tansu is recognised by the cluster id it reports in Metadata v2+ ("tansu_cluster" unless configured);
+Tansu is recognised by the cluster id it reports in Metadata v2+ ("tansu_cluster" unless configured;
+"tansu-<random>" per start of our embedded broker, see infra/kafka.py);
 it needs `infra.tansu_compat.install()` (see broker-feasibility notes: ListOffsets bug).
 """
 
@@ -15,6 +16,7 @@ import concurrent.futures
 import functools
 
 from infra.errors import DatabaseUnavailable, KafkaUnavailable
+from infra.kafka import cluster_id
 from infra.settings import Settings
 
 TANSU_CLUSTER_PREFIX = "tansu"
@@ -56,20 +58,6 @@ def resolve_database_url(settings: Settings) -> str:
             f"`donorcast up` (state dir {settings.state_dir}), or run `donorcast worker`, which starts it"
         )
     return record.url
-
-
-async def cluster_id(bootstrap: str, timeout: float = 5.0) -> str | None:
-    from aiokafka import AIOKafkaClient
-    from aiokafka.protocol.metadata import MetadataRequest
-
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout)
-        node_id = next(iter(client.cluster.brokers())).nodeId
-        response = await asyncio.wait_for(client.send(node_id, MetadataRequest([])), timeout)
-        return getattr(response, "cluster_id", None)
-    finally:
-        await client.close()
 
 
 def is_tansu(settings: Settings, bootstrap: str) -> bool:

@@ -1,0 +1,219 @@
+"""A broker that lost its storage: noticed, counted, and the worker reset to match.
+
+The embedded Tansu broker keeps everything in memory. Restarted, it has no topics, no records, no
+consumer groups, and its offsets start again at 0. A Kafka cluster never does this (its log is on
+disk, replicated); this module exists for the embedded broker, and does nothing on a broker whose
+cluster id never changes.
+
+Each embedded broker start has its own cluster id (infra/kafka.py). `BrokerWatch` asks for it every
+RESET_POLL_SECONDS, and at once whenever a consumer sees offsets going backwards (the first sign of
+an empty broker). On a new id it holds the agent's batch lock and:
+
+1. counts what is lost: per chat-messages partition, the end the worker had seen on the old broker
+   minus what it had applied (`lost_on_broker_reset`, scoring) and, for the PostgreSQL sink, minus
+   what it had written (`lost_on_broker_reset_storage`); logged at ERROR with the counts, never silent;
+2. recreates the topics with their partition counts and configs: ours (infra.kafka.ensure_topics)
+   and the tables' changelogs, before anything is written to the new broker on purpose;
+3. resets offset-based dedupe: the new broker numbers records from 0 again, so each viewer's
+   `last_offset`/`last_paid_offset` and the applied offset per partition (`partition_to_offset`)
+   are cleared; dedupe by message id in the window still holds;
+4. writes its whole table state to the new changelogs, so a worker restarted later recovers
+   exactly what this one holds.
+
+Records of the old broker that faust had fetched but not yet handed to the agent when the reset was
+noticed are dropped (they are in the lost count): applying them after step 3 would mark offsets of
+the old numbering as applied and make the new broker's records look like duplicates. They are
+recognised per partition as offsets past the old applied offset arriving before the new broker's
+first record (which starts again at or below it).
+
+Limits: records the old broker acknowledged but no consumer fetched are unknown here (the producer
+side reports them, producers/publisher.py); a score published but not yet stored is lost (the next
+message of that viewer scores it again); with several workers each resets the partitions it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import Counter
+
+from infra.kafka import WantedTopic, cluster_id, ensure_named_topics
+from stream_agents.gaps import GapFiller
+from stream_agents.metrics import Metrics
+from stream_agents.pipeline import Runtime
+
+log = logging.getLogger(__name__)
+
+RESET_POLL_SECONDS = 0.5
+QUERY_TIMEOUT_SECONDS = 2.0
+
+
+class ResetMetrics(Metrics):
+    """The worker's metrics plus broker resets and what they lost (in /metrics and the summary)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broker_resets = Counter("donorcast_broker_resets", "broker restarts with empty storage noticed",
+                                     registry=self.registry)
+        self.lost_on_reset = Counter(
+            "donorcast_lost_on_broker_reset",
+            "chat-messages records the old broker held that were not applied (scoring) or written (storage)",
+            ["consumer"], registry=self.registry)
+        for consumer in ("scoring", "storage"):
+            self.lost_on_reset.labels(consumer)
+
+    def summary(self) -> dict[str, object]:
+        summary = super().summary()
+        summary["broker_resets"] = int(self.value("donorcast_broker_resets_total"))
+        summary["lost_on_broker_reset"] = int(self.value("donorcast_lost_on_broker_reset_total", consumer="scoring"))
+        summary["lost_on_broker_reset_storage"] = int(
+            self.value("donorcast_lost_on_broker_reset_total", consumer="storage"))
+        return summary
+
+
+class BrokerWatch:
+    """Holds the cluster id the worker's state belongs to, and resets the worker when it changes."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        rt: Runtime,
+        tables: Sequence[Any],
+        topics: Sequence[WantedTopic],
+        highwater: Callable[[Any], int | None],
+        metrics: ResetMetrics,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.rt = rt
+        self.tables = tables  # faust tables, rewritten to their new changelogs
+        self.topics = list(topics)  # every topic to recreate, changelogs included
+        self.highwater = highwater  # faust TP -> end of the partition as last fetched
+        self.metrics = metrics
+        self.cluster: str | None = None
+        self.seen_end: dict[int, int] = {}  # chat-messages partition -> end seen on the current broker
+        self.pending: dict[int, int] = {}  # partition -> old applied offset, until the new broker's first record
+        self.on_reset: list[Callable[[], int]] = []  # the sink's accounting; returns records it lost
+        self.lock = asyncio.Lock()
+
+    async def query(self) -> str | None:
+        try:
+            return await cluster_id(self.bootstrap, timeout=QUERY_TIMEOUT_SECONDS)
+        except Exception:  # noqa: BLE001 - broker down or restarting: ask again on the next tick
+            return None
+
+    async def check(self) -> bool:
+        """Ask the broker for its cluster id; reset the worker if it changed. True when it did."""
+        async with self.lock:
+            current = await self.query()
+            if current is None:
+                return False
+            if self.cluster is None:
+                self.cluster = current
+                return False
+            if current == self.cluster:
+                return False
+            async with self.rt.batch_lock:
+                await self.reset(self.cluster, current)
+            self.cluster = current
+            return True
+
+    def observe(self, partition: int, end: int | None) -> None:
+        if end is not None and end > self.seen_end.get(partition, -1):
+            self.seen_end[partition] = end
+
+    async def screen(self, events: Sequence[Any]) -> list[Any]:
+        """A batch from faust, before the gap filler: check the broker when offsets went backwards, drop
+        the old broker's leftovers after a reset, and note how far each partition goes."""
+        applied = self.rt.applied
+        if any((done := applied(e.message.partition)) is not None and e.message.offset <= done for e in events):
+            await self.check()  # a redelivery after a restart, or a new broker: the cluster id tells
+        kept = [e for e in events if not self._leftover(e.message.partition, e.message.offset)]
+        if len(kept) < len(events):
+            log.warning("dropped %d records the old broker delivered after its reset was noticed (counted in "
+                        "lost_on_broker_reset)", len(events) - len(kept))
+        for event in kept:
+            self.observe(event.message.partition, self.highwater(event.message.tp))
+        return kept
+
+    def _leftover(self, partition: int, offset: int) -> bool:
+        old = self.pending.get(partition)
+        if old is None:
+            return False
+        if offset <= old:  # numbered from 0 again: the new broker's records have begun
+            del self.pending[partition]
+            return False
+        return True
+
+    def unapplied(self) -> int:
+        lost = 0
+        for partition, end in self.seen_end.items():
+            done = self.rt.applied(partition)
+            lost += max(0, end - (done + 1 if done is not None else 0))
+        return lost
+
+    async def reset(self, old: str, new: str) -> None:
+        """Steps 1-4 of the module docstring; the caller holds the batch lock."""
+        rt = self.rt
+        lost = self.unapplied()
+        lost_storage = sum(account() for account in self.on_reset)
+        self.metrics.broker_resets.inc()
+        self.metrics.lost_on_reset.labels("scoring").inc(lost)
+        self.metrics.lost_on_reset.labels("storage").inc(lost_storage)
+        log.error("Kafka broker reset (cluster id %s -> %s: a new broker with empty storage): %d chat-messages "
+                  "records the old broker held were never scored and %d never stored; they are lost unless "
+                  "their producer sends them again", old, new, lost, lost_storage)
+        created = await ensure_named_topics(self.bootstrap, self.topics)
+        self.pending = {p: done for p in range(rt.settings.topic_partitions) if (done := rt.applied(p)) is not None}
+        rows = rewrite_tables(rt, self.tables)
+        if rt.gaps is not None:
+            rt.gaps.expected.clear()
+        self.seen_end.clear()
+        log.warning("after the broker reset: recreated %d topics (%s), rewrote %d table rows to the new "
+                    "changelogs, offset dedupe restarted", len(created), ", ".join(created) or "none missing", rows)
+
+
+def rewrite_tables(rt: Runtime, tables: Sequence[Any]) -> int:
+    """Clear offset-based dedupe, then write every row again (to the new changelogs); returns rows written."""
+    store, rows = rt.store, 0
+    for key, header in store.items():
+        header.last_offset = header.last_paid_offset = -1
+        store.save(key, header)
+        rows += 1
+    for key in list(rt.offsets.keys()):
+        del rt.offsets[key]
+        rows += 1
+    for table in tables:
+        if table is store.headers or table is rt.offsets:
+            continue
+        for key in list(table.keys()):
+            table[key] = table[key]
+            rows += 1
+    return rows
+
+
+class ResetAwareGapFiller(GapFiller):
+    """The gap filler, with each batch screened by the broker watch first."""
+
+    watch: BrokerWatch | None = None
+
+    async def complete(self, events: Sequence[Any]) -> list[Any]:
+        if self.watch is not None:
+            events = await self.watch.screen(events)
+        return await super().complete(events)
+
+
+def register_broker_watch(app: Any, watch: BrokerWatch, chat_topic: str) -> None:
+    @app.timer(RESET_POLL_SECONDS)
+    async def watch_broker() -> None:
+        """Notice a broker restarted with empty storage (the embedded one) and reset the worker to match."""
+        try:
+            for tp in app.consumer.assignment():
+                if tp.topic == chat_topic:
+                    watch.observe(tp.partition, app.consumer.highwater(tp))
+        except Exception:  # noqa: BLE001, S110 - mid-rebalance: the next tick samples again
+            pass
+        await watch.check()
