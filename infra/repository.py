@@ -169,15 +169,17 @@ async def upsert_stream(
     chat_status: str | None = None,
     chat_error: str | None = None,
     source: str | None = None,
+    actual_start: datetime | None = None,
+    actual_end: datetime | None = None,
 ) -> None:
     """Create or update a stream row; None leaves a field as it is."""
     await pool.execute(
         """
         INSERT INTO streams (platform, stream_id, channel_id, title, url, published_at, status,
-                             chat_status, chat_error, source, chat_fetched_at)
+                             chat_status, chat_error, source, chat_fetched_at, actual_start, actual_end)
         VALUES ($1, $2, $3, coalesce($4, ''), coalesce($5, ''), $6, coalesce($7, 'unknown'),
                 coalesce($8, 'pending'), $9, coalesce($10, ''),
-                CASE WHEN $8 IN ('complete', 'partial') THEN now() END)
+                CASE WHEN $8 IN ('complete', 'partial') THEN now() END, $11, $12)
         ON CONFLICT (platform, stream_id) DO UPDATE SET
             channel_id = coalesce(EXCLUDED.channel_id, streams.channel_id),
             title = CASE WHEN $4 IS NULL THEN streams.title ELSE EXCLUDED.title END,
@@ -188,9 +190,12 @@ async def upsert_stream(
             chat_error = CASE WHEN $8 IS NULL THEN streams.chat_error ELSE EXCLUDED.chat_error END,
             chat_fetched_at = coalesce(EXCLUDED.chat_fetched_at, streams.chat_fetched_at),
             source = CASE WHEN $10 IS NULL THEN streams.source ELSE EXCLUDED.source END,
+            actual_start = coalesce(EXCLUDED.actual_start, streams.actual_start),
+            actual_end = coalesce(EXCLUDED.actual_end, streams.actual_end),
             updated_at = now()
         """,
         platform, stream_id, channel_id, title, url, published_at, status, chat_status, chat_error, source,
+        actual_start, actual_end,
     )
 
 

@@ -53,6 +53,8 @@ class PlannedStream:
     title: str
     published_at: datetime | None
     channel_id: str | None
+    actual_start: datetime | None = None  # from the Data API; None for Twitch and for rows read back
+    actual_end: datetime | None = None
 
 
 @dataclass
@@ -263,7 +265,8 @@ async def _describe_and_store(
                 report.skipped_live.append(video.video_id)
             else:
                 planned.append(PlannedStream("youtube", video.video_id, f"https://www.youtube.com/watch?v={video.video_id}",
-                                             video.title, video.published_at, video.channel_id))
+                                             video.title, video.published_at, video.channel_id,
+                                             video.actual_start, video.actual_end))
     twitch_login = channel_key_from_url(channel_hint) if any(r.platform == "twitch" for r in refs) else None
     planned += [PlannedStream("twitch", r.stream_id, r.url, r.title, None, twitch_login)
                 for r in refs if r.platform == "twitch"]
@@ -277,7 +280,7 @@ async def _describe_and_store(
         await upsert_stream(
             pool, platform=stream.platform, stream_id=stream.stream_id, channel_id=stream.channel_id,
             title=stream.title, url=stream.url, published_at=stream.published_at, status="completed",
-            source=SOURCE,
+            source=SOURCE, actual_start=stream.actual_start, actual_end=stream.actual_end,
         )
     if report.skipped_upcoming or report.skipped_live:
         view.note(f"skipped {len(report.skipped_upcoming)} upcoming and {len(report.skipped_live)} live streams "

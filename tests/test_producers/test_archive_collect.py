@@ -108,6 +108,9 @@ async def test_update_takes_new_streams_and_every_incomplete_one_not_just_those_
     assert first.left_pending == [S4]
     assert await chat_status(pool) == {S1: "complete", S2: "partial", S3: "failed", S4: "pending"}
     assert (await messages_per_stream(pool))[S2] == (8, 8)  # the 8 items read before it broke are kept
+    times = await pool.fetchrow("SELECT actual_start, actual_end FROM streams WHERE stream_id = $1", S1)
+    assert (times["actual_start"].isoformat(), times["actual_end"].isoformat()) == (  # liveStreamingDetails
+        "2024-03-02T18:00:07+00:00", "2024-03-02T21:14:52+00:00")
 
     # Second run: s5 is new, s6 upcoming, s7 live; s2/s3/s4 are older than the newest known stream (s4).
     metadata, http = api(videos_response([(S7, "live", day(7)), (S6, "upcoming", day(6)), (S5, "none", day(5))]))
