@@ -12,6 +12,7 @@ from infra.repository import (
     count_rows,
     latest_scores,
     migrate,
+    migration_files,
     save_messages,
     save_scores,
     stream_messages,
@@ -35,7 +36,7 @@ async def test_migrations_apply_twice_cleanly(pool: asyncpg.Pool) -> None:
     assert await migrate(pool) == []  # the fixture already migrated
     assert await migrate(pool) == []
     versions = await pool.fetch("SELECT version FROM schema_migrations")
-    assert [r["version"] for r in versions] == [1]
+    assert sorted(r["version"] for r in versions) == [v for v, _, _ in migration_files()] == [1, 2]
 
 
 async def test_bulk_insert_of_100k_is_idempotent(pool: asyncpg.Pool) -> None:
