@@ -168,7 +168,7 @@ def print_welcome(settings: Settings, url: str, log_path: Path, model: str) -> N
     if dashboard_token(settings):
         lines.append("           add ?token=<your DONORCAST_DASHBOARD_TOKEN> to open it")
     lines += [f"[bold]model[/bold]      {model}",
-              f"[bold]JSON API[/bold]   {url.replace('/dashboard/', '/api/')}streams  (see stream_agents/dashboard.py)",
+              f"[bold]JSON API[/bold]   {url.replace('/dashboard/', '/api/')}streams  (see stream_agents/dashboard/__init__.py)",
               "[bold]terminal[/bold]   donorcast watch STREAM_ID",
               f"[bold]worker log[/bold] {log_path}",
               "Ctrl-C stops everything."]

@@ -290,9 +290,9 @@ def test_page_code_never_builds_html_from_strings() -> None:
     import re
     from pathlib import Path
 
-    import stream_agents
+    import stream_agents.dashboard
 
-    static = Path(stream_agents.__file__).with_name("static")
+    static = Path(stream_agents.dashboard.__file__).with_name("static")
     code = re.sub(r"//.*", "", (static / "app.js").read_text())  # comments may name what is avoided
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
                  "setTimeout(\"", "javascript:"):

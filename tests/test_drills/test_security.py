@@ -179,7 +179,7 @@ HTML_SINKS = re.compile(r"\.(innerHTML|outerHTML)\s*[+]?=|insertAdjacentHTML|doc
 def test_the_page_script_has_no_html_sinks() -> None:
     """Chat text reaches the DOM only as text: no API in the page that parses a string as HTML or code,
     and no inline script or handler (which the CSP would also block)."""
-    static = REPO_ROOT / "stream_agents" / "static"
+    static = REPO_ROOT / "stream_agents" / "dashboard" / "static"
     script = (static / "app.js").read_text(encoding="utf-8")
     code = re.sub(r"//[^\n]*|/\*.*?\*/", "", script, flags=re.S)  # the header comment names the sinks it avoids
     assert not HTML_SINKS.search(code), HTML_SINKS.search(code)

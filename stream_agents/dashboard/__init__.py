@@ -1,0 +1,78 @@
+"""The live dashboard: a page, a JSON API and a Server-Sent-Events feed on the worker's web server.
+
+One server, not two: `register_dashboard(app, settings, database_url)` adds these routes to the faust
+worker's aiohttp application (called from `create_app`). Every number comes from PostgreSQL (the
+persist sink's `viewer_scores`, `viewer_scores_latest` and `chat_messages`), so any one worker shows
+all partitions, even when several workers split them. If PostgreSQL cannot be reached, the API says
+`"status": "degraded"` (503 on data routes) and the page shows a banner instead of failing.
+
+JSON API (GET; `stream` is a stream id, `k` the leaderboard size, 1..100 live, 1..1000 in exports)
+--------------------------------------------------------------------------------------------------
+    /dashboard/                          the page (plain HTML/CSS/JS from stream_agents/dashboard/static/)
+    /api/health                          {"status": "ok"|"degraded", "database", "problems", "model_version"}
+    /api/streams?limit=200               streams, newest activity first: stream_id, platform, title, state
+                                         ("live" | "replaying" | "ended"), scored_viewers, last_scored_at, ...
+    /api/leaderboard?stream=&k=20        top-k viewers by donor likelihood: rank, viewer_id, viewer_name,
+                                         probability, n_messages, trend (recent probabilities, oldest first),
+                                         top_message_ids, paid (this stream's payments), rank_before_paid, hit
+    /api/paid?stream=&k=20&limit=20      recent paid events, newest first: kind, amount, currency, amount_text,
+                                         time, viewer, rank_before (the payer's rank just before paying), hit
+    /api/activity?stream=                chat items and paid events per minute of stream time
+    /api/summary?stream=&k=20            per-stream summary: messages, viewers, payers, paid totals per
+                                         currency, scored viewers, precision@k, hit rate@k, model versions
+    /api/viewer?stream=&viewer=          drill-down: latest score, rank, score history, the viewer's messages
+                                         with timestamps; `moved_score` marks the score's top_message_ids
+    /api/snapshot?stream=&k=20           what the live feed sends: leaderboard + paid + activity + summary
+    /api/events?stream=&k=20             Server-Sent Events: `event: snapshot` about every second when it
+                                         changed (only the top-k travel, never the whole audience)
+    /api/export/leaderboard.csv|.json    ?stream=&k=: the current leaderboard as a download
+    /api/export/summary.csv|.json        ?stream=&k=: the per-stream summary as a download
+
+Security: chat text and names are data; the page renders them with textContent only, responses carry a
+strict Content-Security-Policy, CSV cells that a spreadsheet would run as a formula (= + - @, tab, CR)
+get a leading apostrophe. Binding to a non-loopback address needs DONORCAST_DASHBOARD_TOKEN; when a
+token is set, every route but /healthz, /metrics and /metrics/summary (counters, no chat or viewer data)
+requires it as `Authorization: Bearer <token>`, `X-Donorcast-Token: <token>`, `?token=<token>`, or the
+HttpOnly SameSite=Strict cookie the server sets after the first authorised request.
+
+Modules, in the order a request meets them: access (bind and token), routes (HTTP), feed (live
+events), data (what the page shows), queries (PostgreSQL), encode (JSON, CSV, response headers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from infra.settings import Settings
+from stream_agents.dashboard.access import check_bind, dashboard_token, is_loopback, token_middleware
+from stream_agents.dashboard.data import DashboardData, degraded
+from stream_agents.dashboard.encode import csv_cell, to_csv
+from stream_agents.dashboard.feed import SUMMARY_SECONDS, LiveFeed
+from stream_agents.dashboard.queries import Database
+from stream_agents.dashboard.routes import DashboardRoutes
+
+if TYPE_CHECKING:
+    import faust
+
+__all__ = ["SUMMARY_SECONDS", "DashboardData", "Database", "check_bind", "csv_cell", "dashboard_token", "degraded",
+           "is_loopback", "register_dashboard", "to_csv"]
+
+
+def register_dashboard(app: faust.App, settings: Settings, database_url: str | None, *,
+                       runtime: Any = None) -> DashboardRoutes:
+    """Add the dashboard routes (and, with a token, the token check on every route) to the worker's
+    web server. Raises InputError for a non-loopback bind without a token, before anything starts."""
+    check_bind(settings)
+    web_app = app.web.web_app  # type: ignore[attr-defined] - faust's aiohttp driver
+    token = dashboard_token(settings)
+    if token is not None:
+        web_app.middlewares.append(token_middleware(token))
+    data = DashboardData(Database(database_url), runtime=runtime)
+    routes = DashboardRoutes(data, LiveFeed(data))
+    routes.add_to(web_app.router)
+
+    @app.on_before_shutdown.connect
+    async def stop_dashboard(sender: faust.App, **kwargs: object) -> None:
+        await routes.close()
+
+    return routes
