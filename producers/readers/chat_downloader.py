@@ -446,6 +446,15 @@ def iter_json_records(text: str) -> Iterator[tuple[int, object | None, str | Non
             yield number, None, json_reason(error), line
 
 
+def json_documents(reader: ChatReader, text: str) -> Iterator[tuple[str, object | None, str | None, str]]:
+    """(location, value, error, raw) of a file that is a JSON array, JSON lines, or one JSON value:
+    the shapes in which tools save a sequence of items or of API responses."""
+    array = text.lstrip().startswith("[")
+    lines = not array and is_json_lines(text)
+    for number, value, error, raw in iter_json_records(text if array or lines else f"[{text}]"):
+        yield (reader.at_item(number) if array else reader.at_line(number) if lines else str(reader.path)), value, error, raw
+
+
 def _iter_array(text: str) -> Iterator[tuple[int, object | None, str | None, str]]:
     decoder = json.JSONDecoder()
     try:

@@ -14,7 +14,7 @@ from typing import Any
 from infra.events import ChatMessage, MessageKind
 
 from .base import ChatReader, Rejected, StreamInfo, build_message
-from .chat_downloader import is_json_lines, iter_json_records, stream_id_from_path
+from .chat_downloader import json_documents, stream_id_from_path
 from .money import currency_code, parse_money
 
 TYPES: dict[str, MessageKind] = {
@@ -86,11 +86,8 @@ class PytchatReader(ChatReader):
         stream_id = self.stream_id or stream_id_from_path(self.path)
         self.note_stream(StreamInfo(platform="youtube", stream_id=stream_id))
         text = self.path.read_text(encoding="utf-8", errors="replace")
-        array = text.lstrip().startswith("[")
-        lines = not array and is_json_lines(text)
         seen: set[str] = set()
-        for number, value, error, raw in iter_json_records(text if array or lines else f"[{text}]"):
-            location = self.at_item(number) if array else self.at_line(number) if lines else str(self.path)
+        for location, value, error, raw in json_documents(self, text):
             if error is not None:
                 yield self.reject(location, error, raw)
                 continue

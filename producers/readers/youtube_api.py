@@ -14,7 +14,7 @@ from typing import Any
 from infra.events import ChatMessage, MessageKind
 
 from .base import ChatReader, Rejected, StreamInfo, build_message
-from .chat_downloader import is_json_lines, iter_json_records, stream_id_from_path
+from .chat_downloader import json_documents, stream_id_from_path
 
 # snippet.type -> (kind, snippet key holding the details, detail key holding the viewer's text)
 EVENT_TYPES: dict[str, tuple[MessageKind, str | None, str | None]] = {
@@ -85,13 +85,9 @@ class YouTubeApiReader(ChatReader):
         stream_id = self.stream_id or stream_id_from_path(self.path)
         self.note_stream(StreamInfo(platform="youtube", stream_id=stream_id))
         text = self.path.read_text(encoding="utf-8", errors="replace")
-        array = text.lstrip().startswith("[")
-        lines = not array and is_json_lines(text)
-        documents = iter_json_records(text if array or lines else f"[{text}]")
         seen: set[str] = set()
-        for number, document, error, raw in documents:
-            # one response per array item or line (polls saved one after another), or the whole file
-            where = self.at_item(number) if array else self.at_line(number) if lines else str(self.path)
+        # one response per array item or line (polls saved one after another), or the whole file
+        for where, document, error, raw in json_documents(self, text):
             if error is not None:
                 yield self.reject(where, error, raw)
                 continue
