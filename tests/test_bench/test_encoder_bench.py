@@ -66,7 +66,7 @@ def test_readme_section_is_filled_from_the_json_files(encoder_result: tuple[Path
     text = readme.read_text(encoding="utf-8")
     assert "old figures" not in text and text.startswith("# Project\n") and text.endswith(f"{END_MARKER}\n\nafter\n")
     baseline = result["runs"][0]["variants"][0]
-    assert f"| a_naive_torch_padded | 1 | {baseline['msgs_per_s']:,.0f} |" in text
+    assert f"| a_naive_torch_padded | {baseline['msgs_per_s']:,.0f} | {baseline['msgs_per_cpu_s']:,.0f} | 1.0x |" in text
     assert rewrite_readme_section(readme, out.parent) is False  # idempotent
     page = write_results_readme(out.parent)
     assert "d_onnx_int8_bucketed" in page.read_text(encoding="utf-8")
