@@ -212,33 +212,63 @@ async def ensure_topics(bootstrap: str, settings: Settings, specs: tuple[TopicSp
     await ensure_named_topics(bootstrap, wanted_topics(settings, specs))
 
 
-async def ensure_named_topics(bootstrap: str, topics: list[WantedTopic]) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+@dataclass
+class TopicsEnsured:
+    created: list[str]
+    recreated: list[str]  # existed with another partition count and were ours to replace
+    mismatched: list[str]  # exist with another partition count (left alone: others write to them)
+
+
+async def ensure_named_topics(bootstrap: str, topics: list[WantedTopic], *,
+                              replace_mismatched: frozenset[str] = frozenset()) -> TopicsEnsured:
+    """Create the topics that do not exist yet. An existing topic with another partition count (Tansu
+    auto-creates a missing topic on first use with its default of 4) is deleted and created again when
+    its name is in `replace_mismatched`, else reported."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
+
+    def new(topic: WantedTopic) -> NewTopic:
+        return NewTopic(name=topic.name, num_partitions=topic.partitions, replication_factor=1,
+                        topic_configs={"cleanup.policy": "compact"} if topic.compacted else {})
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                name=topic.name,
-                num_partitions=topic.partitions,
-                replication_factor=1,
-                topic_configs={"cleanup.policy": "compact"} if topic.compacted else {},
-            )
-            for topic in topics
-            if topic.name not in existing
-        ]
+        present = [topic for topic in topics if topic.name in existing]
+        counts = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in present])} \
+            if present else {}
+        wrong = [t for t in present if counts.get(t.name, t.partitions) != t.partitions]
+        replace = [t for t in wrong if t.name in replace_mismatched]
+        if replace:
+            await admin.delete_topics([t.name for t in replace])
+        wanted = [t for t in topics if t.name not in existing] + replace
         if wanted:
             try:
-                await admin.create_topics(wanted)
+                await admin.create_topics([new(t) for t in wanted])
             except TopicAlreadyExistsError:
                 pass  # another process won the race; fine
-        return [topic.name for topic in wanted]
+        return TopicsEnsured(created=[t.name for t in topics if t.name not in existing],
+                             recreated=[t.name for t in replace],
+                             mismatched=[t.name for t in wrong if t.name not in replace_mismatched])
     finally:
         await admin.close()
+
+
+async def recreate_topics(bootstrap: str, topics: list[WantedTopic]) -> None:
+    """Delete the topics (those that exist) and create them empty."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t.name for t in topics if t.name in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+    await ensure_named_topics(bootstrap, topics)
 
 
 def ensure_topics_sync(bootstrap: str, settings: Settings) -> None:

@@ -18,7 +18,8 @@ newer records of the same viewer, which only happens when the broker was failing
 A broker that comes back with empty storage (the embedded Tansu broker restarted; see
 stream_agents/broker_reset.py) is noticed by its new cluster id, checked every
 RESET_POLL_SECONDS and once more on close. The publisher then recreates our topics with their
-partition counts (before more records auto-create them with the broker's default) and reports
+partition counts (its own: chat-messages, dead-letters; before more records auto-create them with
+the broker's default of 4) and reports
 how many records the lost broker had acknowledged (`broker_resets`, logged as a warning): those
 its consumers had not read yet are gone. They are not sent again: the worker's dedupe after a
 reset is by message id within each viewer's window, so re-sending what it had already applied
@@ -157,7 +158,9 @@ class KafkaPublisher:
 
         reset = BrokerReset(self._cluster, current, self.counters.sent - self._acknowledged_at_reset)
         self._cluster, self._acknowledged_at_reset = current, self.counters.sent
-        await ensure_topics(self.bootstrap, self.settings)
+        # Only the topics this producer writes: donor-scores and the changelogs are the worker's to
+        # recreate (it first lets its own in-flight writes settle, see stream_agents/broker_reset.py).
+        await ensure_topics(self.bootstrap, self.settings, specs=(CHAT_MESSAGES, DEAD_LETTERS))
         self.counters.resets.append(reset)
         log.warning(reset.describe())
         return reset

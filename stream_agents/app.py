@@ -177,6 +177,8 @@ def create_app(
         topics=wanted_topics(settings) + [WantedTopic(t.changelog_topic.get_topic_name(), partitions, compacted=True)
                                           for t in tables],
         highwater=lambda tp: app.consumer.highwater(tp),
+        owned=frozenset({donor_scores.get_topic_name(), *(t.changelog_topic.get_topic_name() for t in tables)}),
+        settle=lambda: app.producer.flush(),
     )
     database_url = rt.database_url
     sink = None

@@ -12,13 +12,19 @@ an empty broker). On a new id it holds the agent's batch lock and:
 1. counts what is lost: per chat-messages partition, the end the worker had seen on the old broker
    minus what it had applied (`lost_on_broker_reset`, scoring) and, for the PostgreSQL sink, minus
    what it had written (`lost_on_broker_reset_storage`); logged at ERROR with the counts, never silent;
-2. recreates the topics with their partition counts and configs: ours (infra.kafka.ensure_topics)
-   and the tables' changelogs, before anything is written to the new broker on purpose;
+2. lets faust's producer finish what it was sending when the old broker died (aiokafka retries it
+   into the new broker, which auto-creates the topics on first use with 4 partitions), then
+   recreates the topics with their partition counts and configs: ours (infra.kafka) and the tables'
+   changelogs; a topic only the worker writes (changelogs, donor-scores) that came back with another
+   partition count is replaced. Not before that flush: Tansu corrupts a partition when CreateTopics
+   races with the produce that auto-creates it (a recovery then waits forever, found by the backlog
+   drill);
 3. resets offset-based dedupe: the new broker numbers records from 0 again, so each viewer's
    `last_offset`/`last_paid_offset` and the applied offset per partition (`partition_to_offset`)
    are cleared; dedupe by message id in the window still holds;
 4. writes its whole table state to the new changelogs, so a worker restarted later recovers
-   exactly what this one holds.
+   exactly what this one holds; every write must be acknowledged, else the changelogs are
+   recreated and written again (`BrokerWatch.rewrite`).
 
 Records of the old broker that faust had fetched but not yet handed to the agent when the reset was
 noticed are dropped (they are in the lost count): applying them after step 3 would mark offsets of
@@ -35,12 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
 
-from infra.kafka import WantedTopic, cluster_id, ensure_named_topics
+from infra.kafka import WantedTopic, cluster_id, ensure_named_topics, recreate_topics
 from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
 from stream_agents.pipeline import Runtime
@@ -49,6 +55,8 @@ log = logging.getLogger(__name__)
 
 RESET_POLL_SECONDS = 0.5
 QUERY_TIMEOUT_SECONDS = 2.0
+SETTLE_TIMEOUT_SECONDS = 15.0
+REWRITE_ATTEMPTS = 4
 
 
 class ResetMetrics(Metrics):
@@ -86,6 +94,8 @@ class BrokerWatch:
         topics: Sequence[WantedTopic],
         highwater: Callable[[Any], int | None],
         metrics: ResetMetrics,
+        owned: frozenset[str] = frozenset(),
+        settle: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.rt = rt
@@ -93,6 +103,8 @@ class BrokerWatch:
         self.topics = list(topics)  # every topic to recreate, changelogs included
         self.highwater = highwater  # faust TP -> end of the partition as last fetched
         self.metrics = metrics
+        self.owned = owned  # topics only the worker writes: replaced if they came back wrong
+        self.settle = settle  # waits until the worker's producer has nothing in flight
         self.cluster: str | None = None
         self.seen_end: dict[int, int] = {}  # chat-messages partition -> end seen on the current broker
         self.pending: dict[int, int] = {}  # partition -> old applied offset, until the new broker's first record
@@ -155,6 +167,36 @@ class BrokerWatch:
             lost += max(0, end - (done + 1 if done is not None else 0))
         return lost
 
+    async def _settle(self) -> None:
+        if self.settle is None:
+            return
+        try:
+            await asyncio.wait_for(self.settle(), SETTLE_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - failed sends are superseded by the rewrite
+            log.warning("flushing the producer after the broker reset: %s: %s", type(error).__name__, error)
+
+    async def rewrite(self) -> int:
+        """Write the tables to the new changelogs until every write is acknowledged. Just after a restart,
+        a producer that lived through it can have writes refused (Tansu: AlreadyExists, two batches given
+        the same offset), and such a partition may never be readable to the end; so on any refusal the
+        changelogs are recreated empty and written again."""
+        changelogs = [t for t in self.topics if t.name in {tb.changelog_topic.get_topic_name() for tb in self.tables}]
+        for attempt in range(1, REWRITE_ATTEMPTS + 1):
+            deliveries = rewrite_tables(self.rt, self.tables)
+            await self._settle()
+            results = await asyncio.gather(*deliveries, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if not failed:
+                return len(deliveries)
+            log.warning("%d of %d changelog writes refused after the broker reset (%s); attempt %d of %d: "
+                        "recreating the changelogs and writing again", len(failed), len(deliveries),
+                        type(failed[0]).__name__, attempt, REWRITE_ATTEMPTS)
+            await asyncio.sleep(0.5 * attempt)
+            await recreate_topics(self.bootstrap, changelogs)
+        log.error("the tables could not be written to the new changelogs: a restarted worker would recover "
+                  "other sequences than this one holds")
+        return 0
+
     async def reset(self, old: str, new: str) -> None:
         """Steps 1-4 of the module docstring; the caller holds the batch lock."""
         rt = self.rt
@@ -166,33 +208,46 @@ class BrokerWatch:
         log.error("Kafka broker reset (cluster id %s -> %s: a new broker with empty storage): %d chat-messages "
                   "records the old broker held were never scored and %d never stored; they are lost unless "
                   "their producer sends them again", old, new, lost, lost_storage)
-        created = await ensure_named_topics(self.bootstrap, self.topics)
+        await self._settle()
+        topics = await ensure_named_topics(self.bootstrap, self.topics, replace_mismatched=self.owned)
+        if topics.mismatched:
+            log.error("after the broker reset these topics exist with another partition count than %d (auto-created "
+                      "by a producer before anyone recreated them): %s; keys now map to other partitions",
+                      rt.settings.topic_partitions, ", ".join(topics.mismatched))
         self.pending = {p: done for p in range(rt.settings.topic_partitions) if (done := rt.applied(p)) is not None}
-        rows = rewrite_tables(rt, self.tables)
+        rows = await self.rewrite()
         if rt.gaps is not None:
             rt.gaps.expected.clear()
         self.seen_end.clear()
-        log.warning("after the broker reset: recreated %d topics (%s), rewrote %d table rows to the new "
-                    "changelogs, offset dedupe restarted", len(created), ", ".join(created) or "none missing", rows)
+        log.warning("after the broker reset: created %s, replaced %s; rewrote %d table rows to the new changelogs; "
+                    "offset dedupe restarted", ", ".join(topics.created) or "no topic",
+                    ", ".join(topics.recreated) or "none", rows)
 
 
-def rewrite_tables(rt: Runtime, tables: Sequence[Any]) -> int:
-    """Clear offset-based dedupe, then write every row again (to the new changelogs); returns rows written."""
-    store, rows = rt.store, 0
+def rewrite_tables(rt: Runtime, tables: Sequence[Any]) -> list[Any]:
+    """Clear offset-based dedupe and send every row again to its changelog; returns the delivery futures.
+
+    Rows are written to the store and their changelog directly (what `table[key] = value` does) to get
+    each delivery's future: a write the new broker refused must be noticed (see `BrokerWatch.reset`)."""
+    store, deliveries = rt.store, []
     for key, header in store.items():
         header.last_offset = header.last_paid_offset = -1
-        store.save(key, header)
-        rows += 1
+        deliveries.append(_put(store.headers, key, header.to_bytes()))
     for key in list(rt.offsets.keys()):
-        del rt.offsets[key]
-        rows += 1
+        rt.offsets.data.pop(key, None)
+        deliveries.append(rt.offsets.send_changelog(rt.offsets.partition_for_key(key), key, None,
+                                                    value_serializer="raw"))
     for table in tables:
         if table is store.headers or table is rt.offsets:
             continue
-        for key in list(table.keys()):
-            table[key] = table[key]
-            rows += 1
-    return rows
+        for key, value in list(table.data.items()):
+            deliveries.append(_put(table, key, value))
+    return deliveries
+
+
+def _put(table: Any, key: Any, value: Any) -> Any:
+    table.data[key] = value
+    return table.send_changelog(table.partition_for_key(key), key, value)
 
 
 class ResetAwareGapFiller(GapFiller):

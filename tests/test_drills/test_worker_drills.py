@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from infra.kafka import free_port
 from infra.settings import Settings
+from infra.topics import CHAT_MESSAGES, DEAD_LETTERS
 from tests.test_drills.worker_support import account, expected_inputs, sequences, wait_rows
 from tests.test_stream_agents.harness import (
     MALFORMED,
@@ -288,15 +290,18 @@ async def test_burst_of_1000_per_s_against_a_slower_worker_memory_bounded_lag_sh
 # became ready (changelogs re-created implicitly).
 
 @pytest.fixture
-def own_broker(service_tmp_path: Path) -> Iterator[Any]:
+def own_broker(tmp_path: Path) -> Iterator[Any]:
     from infra.kafka import EmbeddedKafka
     from infra.settings import load_settings
 
-    broker = EmbeddedKafka(load_settings(state_dir=service_tmp_path / "kafka"))
+    broker = EmbeddedKafka(load_settings(state_dir=tmp_path / "kafka"))  # its log stays with the test's
     broker.port = free_port()  # type: ignore[attr-defined]
     broker.start(port=broker.port)  # type: ignore[attr-defined]
     yield broker
     broker.stop()
+
+
+PRODUCER_TOPICS = (CHAT_MESSAGES, DEAD_LETTERS)  # donor-scores and the changelogs are the worker's
 
 
 class BrokerResetFindings(AssertionError):
@@ -329,7 +334,7 @@ async def test_broker_restart_worker_resets_consistently_and_accounts_for_what_w
         await publish(settings, parts[1])  # acknowledged by the broker ...
         await asyncio.to_thread(own_broker.stop)  # ... which forgets everything, in flight included
         await asyncio.to_thread(own_broker.start, port=own_broker.port)
-        await ensure_topics(bootstrap, settings)  # what a producer does when it finds its topics gone
+        await ensure_topics(bootstrap, settings, PRODUCER_TOPICS)  # what a producer does when it finds them gone
         before = worker.summary()["records_in"]
         await publish(settings, parts[2])
         try:
@@ -379,6 +384,76 @@ async def test_broker_restart_worker_resets_consistently_and_accounts_for_what_w
         print(f"\nbroker reset: {len(stream)} produced, {len(delivered)} stored and scored, reported lost: "
               f"{summary['lost_on_broker_reset']} (scoring) {lost} (storage); outcomes {summary['messages']}; "
               f"a restarted worker recovered the same {len(held)} sequences")
+    finally:
+        worker.stop()
+        if second is not None:
+            second.stop()
+
+
+async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scored(
+    own_broker: Any, tmp_path: Path, database_url: str, pool: asyncpg.Pool
+) -> None:
+    """The same restart while the worker is behind (embedding 10 ms a message): the records it had seen on
+    the old broker but not applied are gone. They must be counted (lost_on_broker_reset, an ERROR line),
+    never applied later in the old numbering (which would make new messages look like duplicates), and
+    never counted twice."""
+    from infra.kafka import ensure_topics
+    from infra.settings import load_settings
+    from tests.test_drills.worker_support import start_worker_module
+    from tests.test_stream_agents.harness import publish
+
+    bootstrap = f"127.0.0.1:{own_broker.port}"
+    settings = load_settings(state_dir=tmp_path / "state", kafka_bootstrap=bootstrap, database_url=database_url,
+                             topic_prefix="backlog-", topic_partitions=4, sequence_length=8)
+    await ensure_topics(bootstrap, settings)
+    promote_double(settings.registry_dir)
+    stream = synthetic_stream("s1", viewers=30, messages=1200, donors=4, seed=52)
+    parts = [stream[:200], stream[200:1000], stream[1000:]]
+    port = free_port()
+    worker = start_worker_module(settings, port, tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
+                                 {"DRILL_EMBED_SECONDS": "0.01", "DONORCAST_EMBED_BATCH_SIZE": "16"})
+    second = None
+    try:
+        worker.wait_ready(90)
+        await publish(settings, parts[0])
+        worker.wait_until(lambda s: s["records_in"] >= len(parts[0]), 60, "the first part")
+        await publish(settings, parts[1])  # ~8 s of embedding
+        worker.wait_until(lambda s: s["records_in"] >= len(parts[0]) + 100, 30, "the backlog to start draining",
+                          poll=0.2)
+        await asyncio.to_thread(own_broker.stop)
+        await asyncio.to_thread(own_broker.start, port=own_broker.port)
+        await ensure_topics(bootstrap, settings, PRODUCER_TOPICS)
+        await publish(settings, parts[2])
+        state = await wait_rows(pool, lambda s: s["ids"] >= {m.message_id for m in parts[0] + parts[2]}, 60)
+        summary = worker.wait_until(lambda s: s["broker_resets"] == 1 and s["lag"] == 0, 60,
+                                    "the worker to reset and drain the new broker")
+
+        lost, lost_storage = summary["lost_on_broker_reset"], summary["lost_on_broker_reset_storage"]
+        assert lost > 0, f"no backlog was lost: the drill did not drill ({summary})"
+        assert "were never scored" in worker.log_path.read_text(), "the loss was not logged"
+        state = await wait_rows(pool, lambda s: len(s["ids"]) == len(stream) - lost_storage, 20)
+        assert len(stream) - len(state["ids"]) == lost_storage  # storage: stored, or reported lost
+        delivered = [m for m in stream if m.message_id in state["ids"]]
+        expected = expected_inputs(delivered)
+        after = set(expected_inputs(parts[2]))
+        floor = Counter(expected_inputs(parts[0] + parts[2]))  # applied before the reset, or sent after it
+        state = await wait_rows(pool, lambda s: all(s["latest"].get(k, 0) >= floor[k] for k in after), 30)
+        latest = state["latest"]
+        assert all(latest.get(k, 0) <= n for k, n in expected.items()), "a message counted twice"
+        missed = {k: (latest.get(k, 0), floor[k]) for k in after if latest.get(k, 0) < floor[k]}
+        assert not missed, f"new messages dropped after the reset (got, at least): {missed}"
+        short = sum(expected[k] - latest.get(k, 0) for k in after)
+        assert short <= lost, f"{short} inputs missing from scores, only {lost} records reported lost"
+
+        held = sequences(worker, "s1")
+        worker.kill9()
+        second = start_worker_module(settings, port, tmp_path / "second.log", "tests.test_drills.slow_model_worker",
+                                     {"DRILL_EMBED_SECONDS": "0.01"})
+        second.wait_ready(60)
+        second.wait_until(lambda _: sequences(second, "s1") == held, 45, "the same sequences after a restart")
+        print(f"\nbroker reset under a backlog: {len(stream)} produced; the worker reported {lost} records it had "
+              f"seen but not scored as lost (the scores miss {short} inputs), {lost_storage} unstored; "
+              f"outcomes {summary['messages']}; a restarted worker recovered the same {len(held)} sequences")
     finally:
         worker.stop()
         if second is not None:
