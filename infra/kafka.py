@@ -215,42 +215,33 @@ async def ensure_topics(bootstrap: str, settings: Settings, specs: tuple[TopicSp
 @dataclass
 class TopicsEnsured:
     created: list[str]
-    recreated: list[str]  # existed with another partition count and were ours to replace
-    mismatched: list[str]  # exist with another partition count (left alone: others write to them)
+    mismatched: list[str]  # exist with another partition count (Tansu auto-creates a missing topic with 4)
 
 
-async def ensure_named_topics(bootstrap: str, topics: list[WantedTopic], *,
-                              replace_mismatched: frozenset[str] = frozenset()) -> TopicsEnsured:
-    """Create the topics that do not exist yet. An existing topic with another partition count (Tansu
-    auto-creates a missing topic on first use with its default of 4) is deleted and created again when
-    its name is in `replace_mismatched`, else reported."""
+async def ensure_named_topics(bootstrap: str, topics: list[WantedTopic]) -> TopicsEnsured:
+    """Create the topics that do not exist yet; report those that exist with another partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
-
-    def new(topic: WantedTopic) -> NewTopic:
-        return NewTopic(name=topic.name, num_partitions=topic.partitions, replication_factor=1,
-                        topic_configs={"cleanup.policy": "compact"} if topic.compacted else {})
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        present = [topic for topic in topics if topic.name in existing]
-        counts = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics([t.name for t in present])} \
-            if present else {}
-        wrong = [t for t in present if counts.get(t.name, t.partitions) != t.partitions]
-        replace = [t for t in wrong if t.name in replace_mismatched]
-        if replace:
-            await admin.delete_topics([t.name for t in replace])
-        wanted = [t for t in topics if t.name not in existing] + replace
+        present = [t for t in topics if t.name in existing]
+        described = await admin.describe_topics([t.name for t in present]) if present else []
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        wanted = [
+            NewTopic(name=t.name, num_partitions=t.partitions, replication_factor=1,
+                     topic_configs={"cleanup.policy": "compact"} if t.compacted else {})
+            for t in topics if t.name not in existing
+        ]
         if wanted:
             try:
-                await admin.create_topics([new(t) for t in wanted])
+                await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another process won the race; fine
-        return TopicsEnsured(created=[t.name for t in topics if t.name not in existing],
-                             recreated=[t.name for t in replace],
-                             mismatched=[t.name for t in wrong if t.name not in replace_mismatched])
+        return TopicsEnsured(created=[t.name for t in wanted],
+                             mismatched=[t.name for t in present if counts.get(t.name, t.partitions) != t.partitions])
     finally:
         await admin.close()
 
@@ -269,6 +260,35 @@ async def recreate_topics(bootstrap: str, topics: list[WantedTopic]) -> None:
     finally:
         await admin.close()
     await ensure_named_topics(bootstrap, topics)
+
+
+async def unreadable_topics(bootstrap: str, topics: list[WantedTopic], timeout: float = 10.0) -> list[str]:
+    """Topics with a partition that cannot be read from its start to its end (highwater) within
+    `timeout`: after a Tansu restart, a partition whose first writes collided (AlreadyExists) can
+    report records it never delivers."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        pending = {TopicPartition(t.name, p) for t in topics for p in range(t.partitions)}
+        consumer.assign(list(pending))
+        await consumer.seek_to_beginning()
+        position = dict.fromkeys(pending, 0)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                if records:
+                    position[tp] = records[-1].offset + 1
+            for tp in list(pending):
+                end = consumer.highwater(tp)
+                if end is not None and position[tp] >= end:
+                    pending.discard(tp)
+        return sorted({tp.topic for tp in pending})
+    finally:
+        await consumer.stop()
 
 
 def ensure_topics_sync(bootstrap: str, settings: Settings) -> None:

@@ -14,17 +14,16 @@ an empty broker). On a new id it holds the agent's batch lock and:
    what it had written (`lost_on_broker_reset_storage`); logged at ERROR with the counts, never silent;
 2. lets faust's producer finish what it was sending when the old broker died (aiokafka retries it
    into the new broker, which auto-creates the topics on first use with 4 partitions), then
-   recreates the topics with their partition counts and configs: ours (infra.kafka) and the tables'
-   changelogs; a topic only the worker writes (changelogs, donor-scores) that came back with another
-   partition count is replaced. Not before that flush: Tansu corrupts a partition when CreateTopics
-   races with the produce that auto-creates it (a recovery then waits forever, found by the backlog
-   drill);
+   recreates empty the topics only the worker writes (the changelogs, donor-scores: they hold only
+   those stale in-flight writes) and creates the producers' topics if missing;
 3. resets offset-based dedupe: the new broker numbers records from 0 again, so each viewer's
    `last_offset`/`last_paid_offset` and the applied offset per partition (`partition_to_offset`)
    are cleared; dedupe by message id in the window still holds;
 4. writes its whole table state to the new changelogs, so a worker restarted later recovers
-   exactly what this one holds; every write must be acknowledged, else the changelogs are
-   recreated and written again (`BrokerWatch.rewrite`).
+   exactly what this one holds; every write must be acknowledged and every partition readable to
+   its end, else the worker's topics are recreated and written again (`BrokerWatch.rewrite`: found
+   by the backlog drill, Tansu can give two batches one offset just after a restart, and such a
+   partition never delivers its last records, so a recovery reading it waits forever).
 
 Records of the old broker that faust had fetched but not yet handed to the agent when the reset was
 noticed are dropped (they are in the lost count): applying them after step 3 would mark offsets of
@@ -41,12 +40,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
 
-from infra.kafka import WantedTopic, cluster_id, ensure_named_topics, recreate_topics
+from infra.kafka import WantedTopic, cluster_id, ensure_named_topics, recreate_topics, unreadable_topics
+from stream_agents.agents import STALL_SECONDS
 from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
 from stream_agents.pipeline import Runtime
@@ -155,7 +156,9 @@ class BrokerWatch:
         old = self.pending.get(partition)
         if old is None:
             return False
-        if offset <= old:  # numbered from 0 again: the new broker's records have begun
+        # The new broker's records have begun: numbered from 0 again, or already applied another way
+        # (the stall watchdog reads them directly).
+        if offset <= old or self.rt.applied(partition) is not None:
             del self.pending[partition]
             return False
         return True
@@ -175,24 +178,29 @@ class BrokerWatch:
         except Exception as error:  # noqa: BLE001 - failed sends are superseded by the rewrite
             log.warning("flushing the producer after the broker reset: %s: %s", type(error).__name__, error)
 
+    def owned_topics(self) -> list[WantedTopic]:
+        return [t for t in self.topics if t.name in self.owned]
+
     async def rewrite(self) -> int:
-        """Write the tables to the new changelogs until every write is acknowledged. Just after a restart,
-        a producer that lived through it can have writes refused (Tansu: AlreadyExists, two batches given
-        the same offset), and such a partition may never be readable to the end; so on any refusal the
-        changelogs are recreated empty and written again."""
-        changelogs = [t for t in self.topics if t.name in {tb.changelog_topic.get_topic_name() for tb in self.tables}]
+        """Write the tables to the new changelogs until every write is acknowledged and every topic the
+        worker owns reads to its end. Just after a restart, writes from a producer that lived through
+        it can collide in Tansu (AlreadyExists: two batches given one offset); the write is refused and
+        the partition may never deliver its last records (a recovery reading it waits forever). So on
+        either, the worker's topics are recreated empty and the tables written again."""
         for attempt in range(1, REWRITE_ATTEMPTS + 1):
             deliveries = rewrite_tables(self.rt, self.tables)
             await self._settle()
             results = await asyncio.gather(*deliveries, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
-            if not failed:
+            broken = [] if failed else await unreadable_topics(self.bootstrap, self.owned_topics(), timeout=5.0)
+            if not failed and not broken:
                 return len(deliveries)
-            log.warning("%d of %d changelog writes refused after the broker reset (%s); attempt %d of %d: "
-                        "recreating the changelogs and writing again", len(failed), len(deliveries),
-                        type(failed[0]).__name__, attempt, REWRITE_ATTEMPTS)
+            log.warning("after the broker reset, attempt %d of %d: %d of %d changelog writes refused%s, "
+                        "unreadable: %s; recreating the worker's topics and writing again", attempt,
+                        REWRITE_ATTEMPTS, len(failed), len(deliveries),
+                        f" ({type(failed[0]).__name__})" if failed else "", ", ".join(broken) or "none")
             await asyncio.sleep(0.5 * attempt)
-            await recreate_topics(self.bootstrap, changelogs)
+            await recreate_topics(self.bootstrap, self.owned_topics())
         log.error("the tables could not be written to the new changelogs: a restarted worker would recover "
                   "other sequences than this one holds")
         return 0
@@ -209,7 +217,10 @@ class BrokerWatch:
                   "records the old broker held were never scored and %d never stored; they are lost unless "
                   "their producer sends them again", old, new, lost, lost_storage)
         await self._settle()
-        topics = await ensure_named_topics(self.bootstrap, self.topics, replace_mismatched=self.owned)
+        # The worker's own topics hold only what its producer had in flight when the old broker died
+        # (stale, maybe refused halfway): they start empty. The producers' topics are created if missing.
+        await recreate_topics(self.bootstrap, self.owned_topics())
+        topics = await ensure_named_topics(self.bootstrap, [t for t in self.topics if t.name not in self.owned])
         if topics.mismatched:
             log.error("after the broker reset these topics exist with another partition count than %d (auto-created "
                       "by a producer before anyone recreated them): %s; keys now map to other partitions",
@@ -219,9 +230,14 @@ class BrokerWatch:
         if rt.gaps is not None:
             rt.gaps.expected.clear()
         self.seen_end.clear()
-        log.warning("after the broker reset: created %s, replaced %s; rewrote %d table rows to the new changelogs; "
-                    "offset dedupe restarted", ", ".join(topics.created) or "no topic",
-                    ", ".join(topics.recreated) or "none", rows)
+        # faust does not always deliver a partition's records again after the broker reset (its
+        # consumer may keep the old read offsets): let the stall watchdog read them at its next tick
+        # instead of after STALL_SECONDS.
+        for partition in range(rt.settings.topic_partitions):
+            rt.delivered_at[partition] = time.monotonic() - STALL_SECONDS
+        log.warning("after the broker reset: recreated %s, created %s; rewrote %d table rows to the new "
+                    "changelogs; offset dedupe restarted", ", ".join(t.name for t in self.owned_topics()),
+                    ", ".join(topics.created) or "nothing else", rows)
 
 
 def rewrite_tables(rt: Runtime, tables: Sequence[Any]) -> list[Any]:
