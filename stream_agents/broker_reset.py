@@ -31,6 +31,11 @@ the old numbering as applied and make the new broker's records look like duplica
 recognised per partition as offsets past the old applied offset arriving before the new broker's
 first record (which starts again at or below it).
 
+faust does not always deliver the new broker's records of a partition (its consumer can keep the
+old read offset until it is reassigned); the stall watchdog (agents.py, gaps.py) then reads them
+directly after STALL_SECONDS. Not sooner: until faust's consumer has rejoined the group on the new
+broker, the partition end it reports is the old broker's.
+
 Limits: records the old broker acknowledged but no consumer fetched are unknown here (the producer
 side reports them, producers/publisher.py); a score published but not yet stored is lost (the next
 message of that viewer scores it again); with several workers each resets the partitions it holds.
@@ -40,14 +45,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
 
 from infra.kafka import WantedTopic, cluster_id, ensure_named_topics, recreate_topics, unreadable_topics
-from stream_agents.agents import STALL_SECONDS
 from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
 from stream_agents.pipeline import Runtime
@@ -230,11 +233,6 @@ class BrokerWatch:
         if rt.gaps is not None:
             rt.gaps.expected.clear()
         self.seen_end.clear()
-        # faust does not always deliver a partition's records again after the broker reset (its
-        # consumer may keep the old read offsets): let the stall watchdog read them at its next tick
-        # instead of after STALL_SECONDS.
-        for partition in range(rt.settings.topic_partitions):
-            rt.delivered_at[partition] = time.monotonic() - STALL_SECONDS
         log.warning("after the broker reset: recreated %s, created %s; rewrote %d table rows to the new "
                     "changelogs; offset dedupe restarted", ", ".join(t.name for t in self.owned_topics()),
                     ", ".join(topics.created) or "nothing else", rows)
