@@ -194,7 +194,7 @@ def create_app(
     register_broker_watch(app, watch, chat_messages.get_topic_name())
     register_views(app, rt, sink)
     register_shutdown(app, rt)
-    register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (dashboard.py)
+    register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (stream_agents/dashboard/)
     app.runtime = rt  # type: ignore[attr-defined] - for views added later (dashboard) and tests
     return app
 

@@ -62,16 +62,17 @@ async def test_kill9_mid_replay_recovers_sequences_exactly(short_sequences: Sett
         assert summary["messages"]["duplicate"] > 0  # it did re-read what the first had not committed
 
         valid = {m.message_id for m in messages}
+        final_counts = {k: sum(1 for m in messages if (m.stream_id, m.viewer_id) == k and m.is_model_input)
+                        for k in reference}
         db = second.wait_until(lambda s: s["postgres_rows"]["chat_messages"] >= 0, 5, "summary")
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # until every viewer's newest stored score saw all its messages
             state = await postgres_state(pool)
-            if state["messages"] == len(valid) and state["latest"].keys() == {k for k in reference}:
+            if state["messages"] == len(valid) and state["latest"] == final_counts:
                 break
             time.sleep(0.5)
         assert state["messages"] == state["distinct_messages"] == len(valid)  # no loss, no duplicate rows
-        assert state["latest"] == {k: sum(1 for m in messages if (m.stream_id, m.viewer_id) == k and m.is_model_input)
-                                   for k in reference}
+        assert state["latest"] == final_counts
         topic_scores = [DonorScore.model_validate_json(r.value) for r in await read_topic(settings, DONOR_SCORES)]
         assert {score_key(s) for s in topic_scores} == state["score_keys"]
         assert state["scores"] == len(state["score_keys"])
