@@ -51,8 +51,9 @@ from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, DONOR_SCORES, partitions_o
 from models.registry import ModelRegistry
 from stream_agents.agents import register_agents
 from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
-from stream_agents.broker_reset import BrokerWatch, ResetAwareGapFiller, ResetMetrics, register_broker_watch
+from stream_agents.broker_reset import BrokerWatch, ResetAwareGapFiller, register_broker_watch
 from stream_agents.dashboard import register_dashboard
+from stream_agents.metrics import Metrics
 from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime
@@ -136,7 +137,7 @@ def create_app(
     slots = _table(app, SlotTable, "viewer_slot_to_message", partitions, "stream|viewer<US>slot -> StoredMessage")
     applied = _table(app, PartitionTable, "partition_to_offset", partitions, "partition -> newest offset applied")
 
-    metrics = ResetMetrics()  # stream_agents.metrics.Metrics plus broker resets
+    metrics = Metrics()
 
     def delivered(score: DonorScore) -> Any:
         def on_delivery(_: Any) -> None:

@@ -48,8 +48,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from prometheus_client import Counter
-
 from infra.kafka import WantedTopic, cluster_id, ensure_named_topics, recreate_topics, unreadable_topics
 from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
@@ -63,29 +61,6 @@ SETTLE_TIMEOUT_SECONDS = 15.0
 REWRITE_ATTEMPTS = 4
 
 
-class ResetMetrics(Metrics):
-    """The worker's metrics plus broker resets and what they lost (in /metrics and the summary)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.broker_resets = Counter("donorcast_broker_resets", "broker restarts with empty storage noticed",
-                                     registry=self.registry)
-        self.lost_on_reset = Counter(
-            "donorcast_lost_on_broker_reset",
-            "chat-messages records the old broker held that were not applied (scoring) or written (storage)",
-            ["consumer"], registry=self.registry)
-        for consumer in ("scoring", "storage"):
-            self.lost_on_reset.labels(consumer)
-
-    def summary(self) -> dict[str, object]:
-        summary = super().summary()
-        summary["broker_resets"] = int(self.value("donorcast_broker_resets_total"))
-        summary["lost_on_broker_reset"] = int(self.value("donorcast_lost_on_broker_reset_total", consumer="scoring"))
-        summary["lost_on_broker_reset_storage"] = int(
-            self.value("donorcast_lost_on_broker_reset_total", consumer="storage"))
-        return summary
-
-
 class BrokerWatch:
     """Holds the cluster id the worker's state belongs to, and resets the worker when it changes."""
 
@@ -97,7 +72,7 @@ class BrokerWatch:
         tables: Sequence[Any],
         topics: Sequence[WantedTopic],
         highwater: Callable[[Any], int | None],
-        metrics: ResetMetrics,
+        metrics: Metrics,
         owned: frozenset[str] = frozenset(),
         settle: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:

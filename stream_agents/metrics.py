@@ -57,6 +57,16 @@ class Metrics:
         self.degraded = Gauge("donorcast_degraded", "1 while a dependency is failing", ["component"], registry=r)
         self.rows_written = Counter("donorcast_postgres_rows", "new rows written", ["table"], registry=r)
         self.sink_retries = Counter("donorcast_postgres_retries", "failed PostgreSQL writes retried", registry=r)
+        self.refused_rows = Counter("donorcast_postgres_refused_rows", "rows PostgreSQL refused (dead-lettered)",
+                                    ["table"], registry=r)
+        # An embedded broker that restarted with empty storage (stream_agents/broker_reset.py).
+        self.broker_resets = Counter("donorcast_broker_resets", "broker restarts with empty storage noticed", registry=r)
+        self.lost_on_reset = Counter(
+            "donorcast_lost_on_broker_reset",
+            "chat-messages records the old broker held that were not applied (scoring) or written (storage)",
+            ["consumer"], registry=r)
+        for consumer in ("scoring", "storage"):
+            self.lost_on_reset.labels(consumer)
         self.model_swaps = Counter("donorcast_model_loads", "model versions loaded", registry=r)
         self.expired = Counter("donorcast_expired_viewers", "viewer sequences expired", ["reason"], registry=r)
         self._model_info = Gauge("donorcast_model", "the model version in use", ["version"], registry=r)
@@ -119,6 +129,11 @@ class Metrics:
             "lag": int(sum(v for (name, _), v in values.items() if name == "donorcast_consumer_lag")),
             "latency_ms": _percentiles_ms(latencies),
             "degraded": {c: bool(get("donorcast_degraded", component=c)) for c in ("postgres", "model")},
+            "postgres_refused_rows": int(sum(v for (name, _), v in values.items()
+                                             if name == "donorcast_postgres_refused_rows_total")),
+            "broker_resets": get("donorcast_broker_resets_total"),
+            "lost_on_broker_reset": get("donorcast_lost_on_broker_reset_total", consumer="scoring"),
+            "lost_on_broker_reset_storage": get("donorcast_lost_on_broker_reset_total", consumer="storage"),
         }
 
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import asyncpg
 from asyncpg.exceptions import _base as asyncpg_base
-from prometheus_client import Counter
 
 from infra.errors import DatabaseUnavailable
 from infra.events import ChatMessage, DeadLetter, DonorScore, parse_chat_message
@@ -150,8 +149,6 @@ class PostgresSink:
         self.on_offsets_backwards: Callable[[], Awaitable[Any]] | None = None
         self.next_offsets: dict[Any, int] = {}  # TopicPartition -> after the newest record fetched (so written)
         self.seen_end: dict[Any, int] = {}  # chat-messages TopicPartition -> end seen on the current broker
-        self.refused_rows = Counter("donorcast_postgres_refused_rows", "rows PostgreSQL refused (dead-lettered)",
-                                    ["table"], registry=metrics.registry)
 
     @property
     def degraded(self) -> bool:
@@ -263,7 +260,7 @@ class PostgresSink:
     async def dead_letter(self, table: str, origin: Origin, error: BaseException) -> None:
         letter = refused_letter(origin, error)
         self.refused += 1
-        self.refused_rows.labels(table).inc()
+        self.metrics.refused_rows.labels(table).inc()
         log.error("dead letter %s: %s", letter.location, letter.reason)
         if self.send_dead_letter is None:
             log.error("no dead-letters topic configured: the refused row is only in this log: %s", letter.raw)
