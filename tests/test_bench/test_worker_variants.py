@@ -13,6 +13,8 @@ from bench.machine import REPO_ROOT
 
 
 class RecordingEncoder:
+    dim = 3
+
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
 
@@ -21,18 +23,18 @@ class RecordingEncoder:
         return np.zeros((len(texts), 3), dtype=np.float32)
 
 
-def test_embed_pieces_variant_runs_micro_batches_in_pieces_of_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embed_pieces_variant_changes_only_the_piece_size(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.worker_variants import VARIANTS
-    from models.scorer import DonorScorer, FeatureConfig
+    from models.scorer import EMBED_PIECE_SIZE, DonorScorer, FeatureConfig
 
     monkeypatch.setattr(DonorScorer, "embed", DonorScorer.embed)  # restored after the test
     encoder = RecordingEncoder()
     scorer = DonorScorer(version="v", encoder=encoder, session=None, feature_config=FeatureConfig())
     scorer.embed(["a", "b"])
-    assert encoder.batch_sizes == [64]  # the stock worker: a micro-batch of <= 64 is one padded pass
-    VARIANTS["embed-pieces-8"]()
-    vectors = scorer.embed(["a", "b", "c"])
-    assert encoder.batch_sizes == [64, 8] and vectors.shape == (3, 3)
+    assert encoder.batch_sizes == [EMBED_PIECE_SIZE] == [8]  # the stock worker (embed-pieces-8, adopted)
+    VARIANTS["embed-pieces-4"]()
+    vectors = scorer.embed(["a", "b", "c"])  # "a" and "b" come from the text cache
+    assert encoder.batch_sizes == [8, 4] and vectors.shape == (3, 3)
 
 
 def test_unknown_variant_is_refused() -> None:
