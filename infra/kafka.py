@@ -23,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infra.errors import KafkaUnavailable
 from infra.process import ServiceRecord, is_alive, stop_pid
@@ -181,19 +182,61 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-async def cluster_id(bootstrap: str, timeout: float = 5.0) -> str | None:
-    """The cluster id the broker reports in Metadata (v2+); None from brokers too old to say."""
-    from aiokafka import AIOKafkaClient
-    from aiokafka.protocol.metadata import MetadataRequest
+class ClusterProbe:
+    """Asks a broker for its cluster id over one kept connection (watchers ask every second or so).
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(client.bootstrap(), timeout)
-        node_id = next(iter(client.cluster.brokers())).nodeId
-        response = await asyncio.wait_for(client.send(node_id, MetadataRequest([])), timeout)
+    A new client per question would fetch metadata for every topic on connect, and a Metadata request
+    with no topics means "all of them" to Tansu: with the hundreds of topics a shared broker collects,
+    each question blocked the event loop for tens of milliseconds (replay timing drifted under load).
+    So the question names one topic, and never asks the broker to create it."""
+
+    def __init__(self, bootstrap: str, topic: str | None = None, timeout: float = 5.0) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.timeout = timeout
+        self._client: Any = None
+
+    async def cluster_id(self) -> str | None:
+        """The cluster id the broker reports in Metadata (v2+); None from brokers too old to say.
+        Raises when the broker cannot be reached (the connection is then opened afresh next time)."""
+        from aiokafka.protocol.metadata import MetadataRequest
+
+        try:
+            client = await self._connected()
+            node_id = next(iter(client.cluster.brokers())).nodeId
+            request = MetadataRequest([self.topic] if self.topic else [], allow_auto_topic_creation=False)
+            response = await asyncio.wait_for(client.send(node_id, request), self.timeout)
+        except BaseException:
+            await self.close()
+            raise
         return getattr(response, "cluster_id", None)
+
+    async def _connected(self) -> Any:
+        if self._client is None:
+            from aiokafka import AIOKafkaClient
+
+            client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout * 1000))
+            try:
+                await asyncio.wait_for(client.bootstrap(), self.timeout)
+            except BaseException:
+                await client.close()
+                raise
+            self._client = client
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+async def cluster_id(bootstrap: str, timeout: float = 5.0) -> str | None:
+    """One question to the broker (see ClusterProbe for repeated ones)."""
+    probe = ClusterProbe(bootstrap, timeout=timeout)
+    try:
+        return await probe.cluster_id()
     finally:
-        await client.close()
+        await probe.close()
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from infra.errors import KafkaUnavailable
 from infra.events import ChatMessage, DeadLetter
@@ -115,6 +116,7 @@ class KafkaPublisher:
         self._cluster: str | None = None  # the broker's cluster id when we started (None: it does not say)
         self._acknowledged_at_reset = 0
         self._watch: asyncio.Task[None] | None = None
+        self._probe: Any = None  # infra.kafka.ClusterProbe, from start() on
 
     # ------------------------------------------------------------ lifecycle
 
@@ -129,6 +131,9 @@ class KafkaPublisher:
             await producer.stop()
             raise KafkaUnavailable(self._unreachable(error)) from None
         self._producer = producer
+        from infra.kafka import ClusterProbe
+
+        self._probe = ClusterProbe(self.bootstrap, topic=self.chat_topic, timeout=2.0)
         self._cluster = await self._query_cluster()
         if self._cluster is not None:
             self._watch = asyncio.create_task(self._watch_broker())
@@ -144,6 +149,8 @@ class KafkaPublisher:
             if self._watch is not None:
                 self._watch.cancel()
                 await asyncio.gather(self._watch, return_exceptions=True)
+            if self._probe is not None:
+                await self._probe.close()
             producer, self._producer = self._producer, None
             await producer.stop()  # type: ignore[attr-defined]
 
@@ -166,10 +173,8 @@ class KafkaPublisher:
         return reset
 
     async def _query_cluster(self) -> str | None:
-        from infra.kafka import cluster_id
-
         try:
-            return await cluster_id(self.bootstrap, timeout=2.0)
+            return await self._probe.cluster_id()
         except Exception:  # noqa: BLE001 - down or restarting: asked again later
             return None
 

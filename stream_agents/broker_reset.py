@@ -48,7 +48,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from infra.kafka import WantedTopic, cluster_id, ensure_named_topics, recreate_topics, unreadable_topics
+from infra.kafka import ClusterProbe, WantedTopic, ensure_named_topics, recreate_topics, unreadable_topics
 from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
 from stream_agents.pipeline import Runtime
@@ -89,10 +89,12 @@ class BrokerWatch:
         self.pending: dict[int, int] = {}  # partition -> old applied offset, until the new broker's first record
         self.on_reset: list[Callable[[], int]] = []  # the sink's accounting; returns records it lost
         self.lock = asyncio.Lock()
+        self.probe = ClusterProbe(bootstrap, topic=self.topics[0].name if self.topics else None,
+                                  timeout=QUERY_TIMEOUT_SECONDS)
 
     async def query(self) -> str | None:
         try:
-            return await cluster_id(self.bootstrap, timeout=QUERY_TIMEOUT_SECONDS)
+            return await self.probe.cluster_id()
         except Exception:  # noqa: BLE001 - broker down or restarting: ask again on the next tick
             return None
 
@@ -261,3 +263,7 @@ def register_broker_watch(app: Any, watch: BrokerWatch, chat_topic: str) -> None
         except Exception:  # noqa: BLE001, S110 - mid-rebalance: the next tick samples again
             pass
         await watch.check()
+
+    @app.on_before_shutdown.connect
+    async def close_broker_probe(sender: Any, **kwargs: object) -> None:
+        await watch.probe.close()
