@@ -308,18 +308,26 @@ class BrokerResetFindings(AssertionError):
     """What the drill found wrong after the reset, all of it at once."""
 
 
+async def reset_drill_settings(own_broker: Any, tmp_path: Path, database_url: str, prefix: str) -> tuple[str, Any]:
+    """A worker's settings on the drill's own broker, its topics created and the scorer double promoted."""
+    from infra.kafka import ensure_topics
+    from infra.settings import load_settings
+
+    bootstrap = f"127.0.0.1:{own_broker.port}"
+    settings = load_settings(state_dir=tmp_path / "state", kafka_bootstrap=bootstrap, database_url=database_url,
+                             topic_prefix=prefix, topic_partitions=4, sequence_length=8)
+    await ensure_topics(bootstrap, settings)
+    promote_double(settings.registry_dir)
+    return bootstrap, settings
+
+
 async def test_broker_restart_worker_resets_consistently_and_accounts_for_what_was_in_flight(
     own_broker: Any, tmp_path: Path, database_url: str, pool: asyncpg.Pool
 ) -> None:
     from infra.kafka import ensure_topics
-    from infra.settings import load_settings
     from tests.test_stream_agents.harness import publish
 
-    bootstrap = f"127.0.0.1:{own_broker.port}"
-    settings = load_settings(state_dir=tmp_path / "state", kafka_bootstrap=bootstrap, database_url=database_url,
-                             topic_prefix="reset-", topic_partitions=4, sequence_length=8)
-    await ensure_topics(bootstrap, settings)
-    promote_double(settings.registry_dir)
+    bootstrap, settings = await reset_drill_settings(own_broker, tmp_path, database_url, "reset-")
     stream = synthetic_stream("s1", viewers=30, messages=900, donors=4, seed=51)
     parts = [stream[:300], stream[300:600], stream[600:]]
     port = free_port()
@@ -398,15 +406,10 @@ async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scor
     never applied later in the old numbering (which would make new messages look like duplicates), and
     never counted twice."""
     from infra.kafka import ensure_topics
-    from infra.settings import load_settings
     from tests.test_drills.worker_support import start_worker_module
     from tests.test_stream_agents.harness import publish
 
-    bootstrap = f"127.0.0.1:{own_broker.port}"
-    settings = load_settings(state_dir=tmp_path / "state", kafka_bootstrap=bootstrap, database_url=database_url,
-                             topic_prefix="backlog-", topic_partitions=4, sequence_length=8)
-    await ensure_topics(bootstrap, settings)
-    promote_double(settings.registry_dir)
+    bootstrap, settings = await reset_drill_settings(own_broker, tmp_path, database_url, "backlog-")
     stream = synthetic_stream("s1", viewers=30, messages=1200, donors=4, seed=52)
     parts = [stream[:200], stream[200:1000], stream[1000:]]
     port = free_port()
