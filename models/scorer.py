@@ -303,7 +303,7 @@ class DonorScorer:
         if missing:
             unique = list(missing)
             for text, vector in zip(unique, self.encoder.embed(unique, batch_size=batch_size), strict=True):
-                self.cache.put(text, vector)
+                self.cache.put(text, vector.copy())  # a view would keep its whole batch array alive
                 out[missing[text]] = vector
         return out
 
