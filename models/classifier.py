@@ -3,6 +3,7 @@
     message embeddings (B, T, D)  --proj-->  (B, T, C)
       + Time2Vec(seconds since start, gap since previous message)
       + cheap per-message extras (length, emote ratio, '?', message number)
+      + mean of learned vectors of the message's hashed words and trigrams (models.lexical; optional)
     prepend a learnable CLS token  ->  (B, 1+T, C)
     n_layers x pre-norm transformer block (multi-head self-attention with padding mask, MLP)
     final LayerNorm -> [CLS output (B, C), mean over messages (B, C)]
@@ -42,6 +43,8 @@ class ClassifierConfig:
     mlp_ratio: int = 2
     dropout: float = 0.1
     input_dropout: float = 0.1  # on message embeddings: the encoder vectors are high-dimensional
+    lexical_buckets: int = 0  # rows of the hashed word/trigram table (0 = no lexical input)
+    lexical_dropout: float = 0.1  # share of a message's lexical ids dropped while training
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +108,11 @@ class DonorClassifier(nn.Module):
         self.message_proj = nn.Linear(config.embed_dim, C)
         self.time = MessageTimeEncoding(C, config.time_dim)
         self.extras_proj = nn.Linear(config.n_extras, C) if config.n_extras else None
+        self.lexical = nn.Embedding(config.lexical_buckets, C, padding_idx=0) if config.lexical_buckets else None
+        if self.lexical is not None:
+            nn.init.normal_(self.lexical.weight, std=0.02)
+            with torch.no_grad():
+                self.lexical.weight[0].zero_()
         self.cls = nn.Parameter(torch.randn(1, 1, C) * 0.02)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(C)
@@ -121,6 +129,7 @@ class DonorClassifier(nn.Module):
         padding_mask: torch.Tensor,  # (B, T) bool, True = padding
         extras: torch.Tensor | None = None,  # (B, T, n_extras)
         history: torch.Tensor | None = None,  # (B, n_history)
+        lexical_ids: torch.Tensor | None = None,  # (B, T, K) int64, 0 = padding
     ) -> torch.Tensor:
         B = embeddings.shape[0]
         x = self.message_proj(self.embed_dropout(embeddings))  # (B, T, C)
@@ -128,6 +137,9 @@ class DonorClassifier(nn.Module):
         if self.extras_proj is not None:
             assert extras is not None, "this model was built with per-message extras"
             x = x + self.extras_proj(extras)
+        if self.lexical is not None:
+            assert lexical_ids is not None, "this model was built with hashed lexical ids"
+            x = x + self._lexical_mean(lexical_ids)
         x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1)  # (B, 1+T, C)
         pad = torch.cat([torch.zeros_like(padding_mask[:, :1]), padding_mask], dim=1)  # CLS is never padding
         for block in self.blocks:
@@ -141,9 +153,20 @@ class DonorClassifier(nn.Module):
             features = torch.cat([features, self.history(history)], dim=-1)  # (B, 2C + C/2)
         return self.head(features).squeeze(-1)  # (B,)
 
+    def _lexical_mean(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) ids -> (B, T, C) mean of their vectors; in training a random share is dropped,
+        so no single nickname or phrase can carry a viewer's score alone."""
+        assert self.lexical is not None
+        if self.training and self.config.lexical_dropout > 0:
+            ids = ids * (torch.rand(ids.shape, device=ids.device) >= self.config.lexical_dropout)
+        present = (ids > 0).to(self.lexical.weight.dtype).sum(-1, keepdim=True).clamp(min=1.0)  # (B, T, 1)
+        return self.lexical(ids).sum(2) / present  # row 0 is zero: padding adds nothing
+
     def input_names(self) -> list[str]:
         names = ["embeddings", "seconds_since_start", "seconds_since_prev", "padding_mask"]
-        return names + (["extras"] if self.config.n_extras else []) + (["history"] if self.config.n_history else [])
+        names += ["extras"] if self.config.n_extras else []
+        names += ["history"] if self.config.n_history else []
+        return names + (["lexical_ids"] if self.config.lexical_buckets else [])
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -205,6 +228,8 @@ def example_inputs(config: ClassifierConfig, batch: int = 2, length: int = 3) ->
         inputs["extras"] = torch.rand(batch, length, config.n_extras)
     if config.n_history:
         inputs["history"] = torch.rand(batch, config.n_history)
+    if config.lexical_buckets:
+        inputs["lexical_ids"] = torch.randint(0, config.lexical_buckets, (batch, length, 4))
     return inputs
 
 
@@ -216,6 +241,8 @@ def export_classifier_onnx(model: DonorClassifier, path: Path) -> Path:
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in names}
     if "history" in axes:
         axes["history"] = {0: "batch"}
+    if "lexical_ids" in axes:
+        axes["lexical_ids"] = {0: "batch", 1: "sequence", 2: "ids"}
     axes["logit"] = {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

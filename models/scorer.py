@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from infra.text import strip_member_signals
+from models.lexical import lexical_matrix
 from models.vector_cache import VectorCache
 
 if TYPE_CHECKING:
@@ -48,6 +49,12 @@ class FeatureConfig:
     max_messages: int = 32  # newest messages a sequence keeps
     use_extras: bool = True
     use_history: bool = False
+    lexical_buckets: int = 0  # hashed word/trigram ids per message (models.lexical); 0 = none
+    lexical_per_message: int = 48
+
+    @property
+    def uses_lexical(self) -> bool:
+        return self.lexical_buckets > 0
 
     @property
     def n_extras(self) -> int:
@@ -129,6 +136,7 @@ class ViewerSequenceInput:
     extras: np.ndarray | None = None  # (T, k)
     history: np.ndarray | None = None  # (h,)
     message_ids: tuple[str, ...] = field(default_factory=tuple)
+    lexical: np.ndarray | None = None  # (T, ids per message) hashed word/trigram ids, 0 = padding
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -142,6 +150,7 @@ class ViewerSequenceInput:
             seconds_since_prev=self.seconds_since_prev[keep],
             extras=None if self.extras is None else self.extras[keep],
             history=self.history,
+            lexical=None if self.lexical is None else self.lexical[keep],
         )
 
     def tail(self, n: int) -> ViewerSequenceInput:
@@ -154,6 +163,7 @@ class ViewerSequenceInput:
             extras=None if self.extras is None else self.extras[-n:],
             history=self.history,
             message_ids=self.message_ids[-n:],
+            lexical=None if self.lexical is None else self.lexical[-n:],
         )
 
 
@@ -199,6 +209,8 @@ def sequence_input(
         extras=message_extras(texts, message_numbers) if config.use_extras else None,
         history=history_vector(history) if config.use_history else None,
         message_ids=tuple(message_ids),
+        lexical=(lexical_matrix(texts, config.lexical_buckets, config.lexical_per_message)
+                 if config.uses_lexical else None),
     )
 
 
@@ -219,6 +231,8 @@ def pad_batch(sequences: Sequence[ViewerSequenceInput], config: FeatureConfig) -
         feed["extras"] = np.zeros((batch, longest, config.n_extras), dtype=np.float32)
     if config.use_history:
         feed["history"] = np.zeros((batch, config.n_history), dtype=np.float32)
+    if config.uses_lexical:
+        feed["lexical_ids"] = np.zeros((batch, longest, config.lexical_per_message), dtype=np.int64)
     for row, seq in enumerate(sequences):
         n = len(seq)
         feed["embeddings"][row, :n] = seq.embeddings
@@ -231,6 +245,10 @@ def pad_batch(sequences: Sequence[ViewerSequenceInput], config: FeatureConfig) -
             feed["extras"][row, :n] = seq.extras
         if config.use_history and seq.history is not None:
             feed["history"][row] = seq.history
+        if config.uses_lexical:
+            if seq.lexical is None:
+                raise ValueError("this model reads hashed lexical ids; the sequence has none")
+            feed["lexical_ids"][row, :n] = seq.lexical
     return feed
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 import typer
 
+from models.lexical import lexical_matrix
 from models.scorer import (
     FeatureConfig,
     ViewerSequenceInput,
@@ -209,6 +210,7 @@ class FeatureSet:
     config: FeatureConfig
     tracks: dict[int, TrackArrays]
     embeddings: np.ndarray
+    lexical: np.ndarray | None = None  # (U, K) hashed ids per distinct text, rows as in `embeddings`
 
     @property
     def labels(self) -> np.ndarray:
@@ -233,7 +235,15 @@ class FeatureSet:
             extras=arrays.extras[window] if self.config.use_extras else None,
             history=history_vector(track.history) if self.config.use_history else None,
             message_ids=tuple(track.message_ids[window]),
+            lexical=self._lexical_rows(arrays.rows[window]),
         )
+
+    def _lexical_rows(self, rows: np.ndarray) -> np.ndarray | None:
+        if not self.config.uses_lexical:
+            return None
+        if self.lexical is None:
+            raise ValueError("the model reads hashed lexical ids; these features were built without them")
+        return self.lexical[rows]
 
     def feed(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
         """The ONNX/PyTorch feed for some samples, through `pad_batch` (the live path)."""
@@ -248,6 +258,7 @@ class FeatureSet:
             extras=np.zeros((n, width, self.config.n_extras), dtype=np.float32),
             history=np.zeros((n, self.config.n_history), dtype=np.float32),
             lengths=np.zeros(n, dtype=np.int64), embeddings=self.embeddings, config=self.config,
+            lexical=self.lexical if self.config.uses_lexical else None,
         )
         for i, sample in enumerate(self.samples):
             arrays, track = self.tracks[sample.track], self.dataset.tracks[sample.track]
@@ -267,7 +278,7 @@ class FeatureSet:
         return np.stack([self.sequence(i).embeddings.mean(axis=0) for i in range(len(self))])
 
     def subset(self, samples: list[Sample]) -> FeatureSet:
-        return FeatureSet(self.dataset, samples, self.config, self.tracks, self.embeddings)
+        return FeatureSet(self.dataset, samples, self.config, self.tracks, self.embeddings, self.lexical)
 
 
 @dataclass
@@ -282,6 +293,7 @@ class PackedFeatures:
     lengths: np.ndarray  # (N,)
     embeddings: np.ndarray  # (U, D)
     config: FeatureConfig
+    lexical: np.ndarray | None = None  # (U, K)
 
     def feed(self, index: np.ndarray) -> dict[str, np.ndarray]:
         width = int(self.lengths[index].max())  # pad to the batch's longest, like pad_batch
@@ -296,6 +308,8 @@ class PackedFeatures:
             feed["extras"] = self.extras[index, :width]
         if self.config.use_history:
             feed["history"] = self.history[index]
+        if self.lexical is not None:
+            feed["lexical_ids"] = np.where((rows >= 0)[..., None], self.lexical[np.maximum(rows, 0)], 0).astype(np.int64)
         return feed
 
 
@@ -322,13 +336,16 @@ def build_features(
         for text in dataset.tracks[track_index].texts[low:high]:
             vocabulary.setdefault(text, len(vocabulary))
     matrix = embed_texts(list(vocabulary), embed, cache, progress=progress)
+    lexical = (lexical_matrix(vocabulary, config.lexical_buckets, config.lexical_per_message).astype(np.int32)
+               if config.uses_lexical else None)
     tracks = {}
     for track_index, (low, high) in needed.items():
         track = dataset.tracks[track_index]
         rows = np.full(len(track.texts), -1, dtype=np.int64)
         rows[low:high] = [vocabulary[t] for t in track.texts[low:high]]
         tracks[track_index] = track_arrays(track.texts, track.clock, rows)
-    return FeatureSet(dataset=dataset, samples=list(samples), config=config, tracks=tracks, embeddings=matrix)
+    return FeatureSet(dataset=dataset, samples=list(samples), config=config, tracks=tracks, embeddings=matrix,
+                      lexical=lexical)
 
 
 # ---------------------------------------------------------------- configuration
@@ -343,6 +360,7 @@ class FitConfig:
     deploy_track: str = "history"  # the version `promote` makes live (falls back to the first track)
     promote: bool = False
     use_extras: bool = True
+    lexical_buckets: int = 0  # learned hashed word/trigram vectors per message (models.lexical); 0 = off
     # model
     d_model: int = 96
     n_layers: int = 2
@@ -381,7 +399,7 @@ class FitConfig:
         return ClassifierConfig(
             embed_dim=embed_dim, n_extras=features.n_extras, n_history=features.n_history,
             d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, time_dim=self.time_dim,
-            dropout=self.dropout,
+            dropout=self.dropout, lexical_buckets=features.lexical_buckets,
         )
 
 
@@ -603,7 +621,8 @@ def main(
     embed = load_embedder(files, runtime=config.runtime_encoder, threads=config.threads,
                           batch_size=config.embed_batch_size)
     cache = EmbeddingCache(cache_dir, f"{files.key}-{config.runtime_encoder}")
-    base_features = config.dataset.feature_config(use_extras=config.use_extras, use_history=False)
+    base_features = replace(config.dataset.feature_config(use_extras=config.use_extras, use_history=False),
+                            lexical_buckets=config.lexical_buckets)
     every = [s for name in ("train", "val", "test") for s in split_samples[name]]
     all_features = build_features(dataset, every, base_features, embed, cache, progress=config.progress)
     seconds["embed"] = time.perf_counter() - clock
@@ -849,6 +868,7 @@ def fit_command(
     max_messages: Annotated[int, typer.Option(help="newest messages per sequence")] = 32,
     max_viewers_per_stream: Annotated[int | None, typer.Option(help="subsample viewers (speed)")] = None,
     max_epochs: Annotated[int, typer.Option()] = 20,
+    lexical_buckets: Annotated[int, typer.Option(help="hashed word/trigram table rows the model learns (0 = off)")] = 0,
     encoder: Annotated[Path | None, typer.Option(help="HF checkpoint dir (default: settings.base_model or packaged MiniLM)")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto (classifier training only)")] = "cpu",
     report_dir: Annotated[Path | None, typer.Option(help="where to write the test report")] = None,
@@ -864,7 +884,7 @@ def fit_command(
         dataset=DatasetConfig(label=label, n_snapshots=n_snapshots, max_messages=max_messages,  # type: ignore[arg-type]
                               max_viewers_per_stream=max_viewers_per_stream, seed=seed),
         tracks=tuple(t.strip() for t in tracks.split(",") if t.strip()), deploy_track=deploy_track,
-        promote=promote, max_epochs=max_epochs, seed=seed, device=device, threads=settings.worker_threads,
+        promote=promote, max_epochs=max_epochs, lexical_buckets=lexical_buckets, seed=seed, device=device, threads=settings.worker_threads,
         encoder_dir=encoder or settings.base_model, report_dir=report_dir,
     )
     streams = load_streams(settings, files=data or [], simulate=simulate, seed=seed + 7)

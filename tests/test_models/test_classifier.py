@@ -37,13 +37,13 @@ def test_layers_are_independent_and_heads_real() -> None:
 
 
 def test_padding_does_not_change_the_logit() -> None:
-    model = _model(n_history=6)
+    model = _model(n_history=6, lexical_buckets=64)
     inputs = example_inputs(model.config, batch=1, length=4)
     inputs["padding_mask"][:] = False
     padded = {k: v.clone() for k, v in inputs.items()}
-    for name in ("embeddings", "seconds_since_start", "seconds_since_prev", "extras"):
+    for name in ("embeddings", "seconds_since_start", "seconds_since_prev", "extras", "lexical_ids"):
         value = padded[name]
-        filler = torch.full_like(value[:, :3], 123.0)
+        filler = torch.full_like(value[:, :3], 17 if name == "lexical_ids" else 123.0)
         padded[name] = torch.cat([value, filler], dim=1)
     padded["padding_mask"] = torch.cat([inputs["padding_mask"], torch.ones(1, 3, dtype=torch.bool)], dim=1)
     with torch.no_grad():
@@ -60,9 +60,9 @@ def test_time_encoding_changes_the_score() -> None:
     assert features.shape == (2, 3, 16)
 
 
-@pytest.mark.parametrize("n_history", [0, 6])
-def test_onnx_export_matches_pytorch(tmp_path, n_history: int) -> None:
-    model = _model(n_history=n_history)
+@pytest.mark.parametrize(("n_history", "lexical_buckets"), [(0, 0), (6, 0), (0, 64)])
+def test_onnx_export_matches_pytorch(tmp_path, n_history: int, lexical_buckets: int) -> None:
+    model = _model(n_history=n_history, lexical_buckets=lexical_buckets)
     path = export_classifier_onnx(model, tmp_path / "c.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -97,3 +97,20 @@ def test_leave_one_out_finds_the_message_that_matters() -> None:
     with torch.no_grad():
         expected = model(**inputs) - model(**reduced)
     assert torch.allclose(deltas[2], expected[0], atol=1e-5)
+
+
+def test_lexical_ids_are_read_as_a_bag_with_padding() -> None:
+    """Hashed word/trigram ids: their order in a message does not matter, id 0 adds nothing, and a
+    message whose ids change gets another score (the table is really read)."""
+    model = _model(lexical_buckets=64)
+    inputs = example_inputs(model.config, batch=1, length=3)
+    inputs["lexical_ids"] = torch.tensor([[[5, 9, 0, 0], [7, 0, 0, 0], [11, 12, 13, 0]]])
+    shuffled = dict(inputs, lexical_ids=inputs["lexical_ids"][:, :, [2, 0, 3, 1]])
+    wider = dict(inputs, lexical_ids=torch.cat([inputs["lexical_ids"], torch.zeros(1, 3, 5, dtype=torch.long)], dim=2))
+    other = dict(inputs, lexical_ids=torch.tensor([[[5, 9, 0, 0], [8, 0, 0, 0], [11, 12, 13, 0]]]))
+    with torch.no_grad():
+        base = model(**inputs)
+        assert torch.allclose(base, model(**shuffled), atol=1e-6)
+        assert torch.allclose(base, model(**wider), atol=1e-6)
+        assert not torch.allclose(base, model(**other))
+    assert model.lexical is not None and float(model.lexical.weight[0].detach().abs().sum()) == 0.0

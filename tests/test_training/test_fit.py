@@ -87,3 +87,32 @@ def test_packed_training_batches_equal_the_live_padding() -> None:
     assert fast.keys() == live.keys()
     for key in live:
         np.testing.assert_array_equal(fast[key], live[key])
+
+
+def test_packed_batches_carry_the_same_lexical_ids_as_the_live_path() -> None:
+    """With hashed lexical ids on, training batches hold exactly the ids `sequence_input` builds
+    from the raw window texts (what the live agents call)."""
+    from dataclasses import replace
+
+    from models.scorer import sequence_input
+    from tests.test_training.test_fit_support import simulator_streams
+    from training.build_dataset import DatasetConfig, build_dataset
+    from training.train_classifier import build_features
+
+    dataset = build_dataset(simulator_streams(n=3, viewers=30), DatasetConfig(label="paid", n_snapshots=4,
+                                                                               max_messages=8, held_out="none"))
+    config = replace(dataset.config.feature_config(), lexical_buckets=1 << 12, lexical_per_message=16)
+    embed = lambda texts: np.stack([np.full(4, len(t), dtype=np.float32) for t in texts])  # noqa: E731
+    features = build_features(dataset, dataset.samples[:60], config, embed, None)
+    index = np.arange(len(features))
+    fast, live = features.packed().feed(index), features.feed(index)
+    assert fast.keys() == live.keys() and "lexical_ids" in live
+    for key in live:
+        np.testing.assert_array_equal(fast[key], live[key])
+    for i in range(0, len(features), 7):
+        sample = features.samples[i]
+        track = dataset.tracks[sample.track]
+        window = slice(max(0, sample.end - 8), sample.end)
+        rebuilt = sequence_input(features.sequence(i).embeddings, track.clock[window], texts=track.texts[window],
+                                 message_numbers=range(window.start + 1, window.stop + 1), config=config)
+        np.testing.assert_array_equal(rebuilt.lexical, features.sequence(i).lexical)
