@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -30,17 +31,27 @@ def lexical_tokens(text: str) -> list[str]:
 def lexical_ids(text: str, buckets: int, per_message: int) -> np.ndarray:
     """(per_message,) int64: distinct hashed ids in token order, 0-padded. Words come first, so a
     long message drops trigrams before words."""
-    seen: dict[int, None] = {}
-    for token in lexical_tokens(text):
-        seen.setdefault(1 + zlib.crc32(token.encode("utf-8")) % (buckets - 1), None)
-        if len(seen) == per_message:
-            break
+    ids = _hashed(text, buckets, per_message)
     out = np.zeros(per_message, dtype=np.int64)
-    out[: len(seen)] = list(seen)
+    out[: len(ids)] = ids
     return out
 
 
 def lexical_matrix(texts: Sequence[str] | Iterable[str], buckets: int, per_message: int) -> np.ndarray:
     """(T, per_message) ids for a list of *preprocessed* texts."""
-    rows = [lexical_ids(text, buckets, per_message) for text in texts]
-    return np.stack(rows) if rows else np.zeros((0, per_message), dtype=np.int64)
+    rows = [_hashed(text, buckets, per_message) for text in texts]
+    out = np.zeros((len(rows), per_message), dtype=np.int64)
+    for row, ids in enumerate(rows):
+        out[row, : len(ids)] = ids
+    return out
+
+
+# The live agents rebuild a viewer's whole window each time it is scored: the same texts again.
+@lru_cache(maxsize=50_000)
+def _hashed(text: str, buckets: int, per_message: int) -> tuple[int, ...]:
+    seen: dict[int, None] = {}
+    for token in lexical_tokens(text):
+        seen.setdefault(1 + zlib.crc32(token.encode("utf-8")) % (buckets - 1), None)
+        if len(seen) == per_message:
+            break
+    return tuple(seen)
