@@ -19,6 +19,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from stream_agents.broker_reset import BrokerWatch
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime, expire_idle, process_batch, publish, rebuild_boards
 from stream_agents.validate import sort_events
@@ -40,33 +41,40 @@ async def partition_end(app: faust.App, rt: Runtime, tp: TP) -> int:
     return await rt.gaps.end_offset(tp.partition)
 
 
-async def handle(rt: Runtime, records: Sequence[Any]) -> None:
-    """One micro-batch, start to finish (the agent's body, also used to catch up a stalled partition)."""
+async def handle(rt: Runtime, records: Sequence[Any], watch: BrokerWatch | None = None, resets: int = 0) -> None:
+    """One micro-batch, start to finish (the agent's body, also used to catch up a stalled partition).
+    `resets`: the watch's reset count when the records were fetched; if a broker reset happened since (while
+    the batch waited for the lock), the old broker's records among them are dropped (counted lost)."""
     async with rt.batch_lock:
+        if watch is not None and watch.resets != resets:
+            records = watch.drop_leftovers(records)
         batch = sort_events(records)
         model = await rt.models.wait_for_model()
         scores = await process_batch(rt, model, batch, n_records=len(records))
         await publish(rt, batch, scores)
 
 
-async def catch_up(rt: Runtime, partition: int, end: int) -> None:
+async def catch_up(rt: Runtime, partition: int, end: int, watch: BrokerWatch | None = None) -> None:
     """Read and apply a partition's records that faust fetched but never delivered."""
     assert rt.gaps is not None
+    resets = watch.resets if watch is not None else 0
     start = await rt.gaps.next_to_apply(partition)
     records = await rt.gaps.read(partition, start, end)
     size = rt.settings.embed_batch_size
     for at in range(0, len(records), size):
-        await handle(rt, records[at : at + size])
+        await handle(rt, records[at : at + size], watch, resets)
 
 
-def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, sink: PostgresSink | None) -> None:
+def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, sink: PostgresSink | None,
+                    watch: BrokerWatch | None = None) -> None:
     settings = rt.settings
 
     @app.agent(chat_messages, name="score_chat_messages")
     async def score_chat_messages(stream: faust.StreamT[bytes]) -> None:
         """Validate, embed, append to viewer sequences and score, one micro-batch at a time."""
         async for events in stream.take_events(settings.embed_batch_size, within=settings.embed_batch_wait):
-            await handle(rt, await rt.gaps.complete(events) if rt.gaps else events)
+            resets = watch.resets if watch is not None else 0  # before screening: it may reset the worker itself
+            await handle(rt, await rt.gaps.complete(events) if rt.gaps else events, watch, resets)
 
     if sink is not None:
         @app.task
@@ -101,7 +109,7 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
                 log.warning("chat-messages[%d]: %d records not delivered for %.0f s: reading them directly",
                             tp.partition, lag, STALL_SECONDS)
                 rt.metrics.resumed.inc()
-                await catch_up(rt, tp.partition, end)
+                await catch_up(rt, tp.partition, end, watch)
 
     @app.on_partitions_revoked.connect
     async def mark_boards_stale(sender: faust.App, revoked: set, **kwargs: object) -> None:

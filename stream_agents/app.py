@@ -191,7 +191,7 @@ def create_app(
         )
         sink.on_offsets_backwards = watch.check
         watch.on_reset.append(sink.broker_reset)
-    register_agents(app, rt, chat_messages, sink)
+    register_agents(app, rt, chat_messages, sink, watch)
     register_broker_watch(app, watch, chat_messages.get_topic_name())
     register_views(app, rt, sink)
     register_shutdown(app, rt)
