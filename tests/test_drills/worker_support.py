@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,38 @@ async def account(settings: Settings, pool: asyncpg.Pool, messages: Sequence[Cha
         produced=len(messages) + len(malformed), stored=state["rows"], scored_viewers=len(inputs),
         inputs_counted=sum(inputs.values()), paid_stored=state["paid"], dead_lettered=len(letters),
         scores_topic=len(topic_scores), scores_postgres=state["scores"])
+
+
+def worker_report(worker: Any, lines: int = 80) -> str:
+    """A worker's state for a failure message: its last summary and lag per partition (if it still answers),
+    every WARNING/ERROR line of its log and the tail of the log, without faust's table drawings."""
+    name = worker.log_path.name
+    try:
+        lag = "\n".join(line for line in worker.get("/metrics").splitlines()
+                        if line.startswith("donorcast_consumer_lag{"))
+        state = f"summary {worker.summary()}\n{lag}"
+    except Exception as error:  # noqa: BLE001 - killed, stopped or hung: say so
+        state = f"no answer ({type(error).__name__}: {error})"
+    try:
+        text = worker.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        text = []
+    text = [line for line in text if not line.startswith(("|", "+"))]
+    flagged = [line for line in text if "[WARNING]" in line or "[ERROR]" in line][-60:]
+    return (f"==== {name}: {state}\n---- {name}: WARNING/ERROR lines (last 60)\n" + "\n".join(flagged)
+            + f"\n---- {name}: last {lines} lines\n" + "\n".join(text[-lines:]))
+
+
+@contextmanager
+def reported_on_failure(workers: list[Any]) -> Iterator[None]:
+    """On any failure inside, print each worker's report (pytest shows it with the failure); `workers` may
+    grow inside the block (a worker started later)."""
+    try:
+        yield
+    except BaseException:
+        for worker in workers:
+            print(worker_report(worker))
+        raise
 
 
 def rss_mb(pid: int) -> float:
