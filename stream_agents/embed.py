@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.scorer import seconds_since_start
 from stream_agents.model_runner import LoadedModel, ModelRunner
 from stream_agents.sequences import (
     SequenceStore,
@@ -22,7 +23,6 @@ from stream_agents.sequences import (
     ViewerSequence,
     append,
     is_duplicate,
-    seconds_since_start,
 )
 from stream_agents.validate import Incoming
 

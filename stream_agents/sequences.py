@@ -130,14 +130,6 @@ class ViewerSequence:
         return (number - 1) % self.capacity
 
 
-def seconds_since_start(timestamp: float, offset_seconds: float | None, origin: float) -> float:
-    """The stream-relative time a model sees: the source's own offset when it has one (replays,
-    archives), else seconds since the stream's first message seen here."""
-    if offset_seconds is not None:
-        return max(float(offset_seconds), 0.0)
-    return max(timestamp - origin, 0.0)
-
-
 def is_duplicate(header: ViewerSequence, window: list[StoredMessage], offset: int, message_id: str) -> bool:
     """Already applied: an offset at or before the newest applied one (redelivery after a crash),
     or an id already in the window (a producer that sent the same message twice)."""

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from models.scorer import seconds_since_start
 from stream_agents.sequences import (
     SequenceStore,
     StoredMessage,
@@ -14,7 +15,6 @@ from stream_agents.sequences import (
     append,
     is_duplicate,
     is_idle,
-    seconds_since_start,
     slot_key,
     split_viewer_key,
     viewer_key_of_slot,
