@@ -102,9 +102,44 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
                   f"{summary['records_in']} ({summary['messages']['duplicate']} redelivered duplicates)\n"
                   f"{result.line()}")
             assert summary["records_in"] + b_done >= total  # redelivery may repeat, never skip
+    except BaseException:
+        try:
+            print(await topic_report(settings, messages))
+        except Exception as error:  # noqa: BLE001 - the drill's own failure is the one to see
+            print(f"no topic report: {type(error).__name__}: {error}")
+        raise
     finally:
         a.stop()
         b.stop()
+
+
+async def topic_report(settings: Settings, messages: list[Any]) -> str:
+    """For a failure: which produced messages the chat-messages topic holds, per partition (missing from the
+    topic: the broker or the producer lost them; present: a consumer skipped them)."""
+    from infra.events import parse_chat_message
+    from infra.topics import viewer_key
+    from stream_agents.broker import partition_for_key
+    from tests.test_stream_agents.harness import read_topic
+
+    held: dict[int, list[tuple[int, str]]] = {}
+    for record in await read_topic(settings, CHAT_MESSAGES, timeout=30):
+        try:
+            held.setdefault(record.partition, []).append((record.offset, parse_chat_message(record.value).message_id))
+        except ValueError:
+            held.setdefault(record.partition, []).append((record.offset, "<malformed>"))
+    lines = []
+    for partition in range(settings.topic_partitions):
+        want = [m.message_id for m in messages
+                if partition_for_key(viewer_key(m.stream_id, m.viewer_id), settings.topic_partitions) == partition]
+        got = sorted(held.get(partition, []))
+        ids = {i for _, i in got}
+        missing = [i for i in want if i not in ids]
+        offsets = [o for o, _ in got]
+        holes = [o for o in range(offsets[-1] + 1) if o not in set(offsets)] if offsets else []
+        lines.append(f"chat-messages[{partition}]: {len(got)} records (offsets {offsets[:1]}..{offsets[-1:]}, "
+                     f"{len(holes)} holes {holes[:10]}), {len(want)} produced messages, {len(missing)} missing "
+                     f"(e.g. {missing[:5]})")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- PostgreSQL outage
