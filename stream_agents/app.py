@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 
 from infra.events import DeadLetter, DonorScore
 from infra.kafka import WantedTopic, wanted_topics
@@ -152,10 +153,15 @@ def create_app(
     async def send_dead_letter(letter: DeadLetter) -> None:
         await dead_letters.send(key=letter.source.encode(), value=letter.model_dump_json().encode())
 
+    def holds(partition: int) -> bool:
+        try:
+            assignment = app.consumer.assignment()
+        except ConsumerNotStarted:  # agent.test_context(): no consumer group, every partition is ours
+            return True
+        return any(tp.partition == partition and tp.topic == chat_messages.get_topic_name() for tp in assignment)
+
     def owns(key: str) -> bool:
-        partition = partition_for_key(key.encode(), partitions)
-        return any(tp.partition == partition and tp.topic == chat_messages.get_topic_name()
-                   for tp in app.consumer.assignment())
+        return holds(partition_for_key(key.encode(), partitions))
 
     rt = Runtime(
         settings=settings,
@@ -166,6 +172,8 @@ def create_app(
         send_score=send_score,
         send_dead_letter=send_dead_letter,
         owns=owns,
+        holds=holds,
+        settle=lambda: app.producer.flush(),
         database_url=database_url or settings.database_url,
         offsets=applied,
     )

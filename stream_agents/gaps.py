@@ -52,6 +52,7 @@ class GapFiller:
         self.metrics = metrics
         self.expected: dict[int, int] = {}
         self._offsets: Any = None  # consumer without a group: beginning/end offsets
+        self._probed: set[Any] = set()  # TopicPartitions the offsets client holds (paused) for end probes
         self._reader: Any = None  # consumer without a group: reads skipped ranges
 
     async def next_to_apply(self, partition: int) -> int:
@@ -72,12 +73,33 @@ class GapFiller:
         return records
 
     async def end_offset(self, partition: int) -> int:
-        """Where the partition ends (on Tansu possibly short of the true end: enough to see it is not empty)."""
+        """Where the partition ends, exactly. ListOffsets alone will not do: Tansu answers the base offset
+        of the last record batch + 1, so the rest of that batch would look applied (lag 0) and never be
+        read. A fetch from just before that answer carries the true high watermark (infra/tansu_compat.py)."""
         from aiokafka import TopicPartition
 
         await self._ensure_offsets_client()
         tp = TopicPartition(self.topic, partition)
-        return int((await self._offsets.end_offsets([tp]))[tp])
+        listed = int((await self._offsets.end_offsets([tp]))[tp])
+        if listed == 0:
+            return 0
+        # The offsets client, not the reader: a catch-up may be reading with that one meanwhile. Every
+        # partition asked about stays assigned and paused but the one being probed (one assign per new
+        # partition, not per probe), and a record fetched after the seek means its highwater is fresh.
+        if tp not in self._probed:
+            self._probed.add(tp)
+            self._offsets.assign(list(self._probed))
+            self._offsets.pause(*self._probed)
+        self._offsets.seek(tp, listed - 1)
+        self._offsets.resume(tp)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + FETCH_TIMEOUT_SECONDS
+            while not (await self._offsets.getmany(tp, timeout_ms=200)).get(tp) and loop.time() < deadline:
+                pass
+        finally:
+            self._offsets.pause(tp)
+        return max(listed, int(self._offsets.highwater(tp) or 0))
 
     def forget(self, partitions: Iterable[int]) -> None:
         """After a rebalance, expect the recovered applied offset again (another worker may have moved it)."""
@@ -107,7 +129,7 @@ class GapFiller:
 
         if self._offsets is None:
             self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                             enable_auto_commit=False)
+                                             enable_auto_commit=False, auto_offset_reset="earliest")
             await self._offsets.start()
 
     async def _read(self, partition: int, start: int, end: int) -> list[Record]:

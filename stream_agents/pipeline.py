@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from stream_agents.validate import SortedBatch
 log = logging.getLogger(__name__)
 
 STREAM_END_KIND = "stream_end"  # a producer's end-of-stream notice, once infra.events has that kind
+SETTLE_TIMEOUT_SECONDS = 15.0
 
 
 @dataclass
@@ -43,9 +44,13 @@ class Runtime:
     send_score: Callable[[DonorScore], Any]  # async: publish one score to donor-scores
     send_dead_letter: Callable[[DeadLetter], Any]  # async: publish one dead letter
     owns: Callable[[str], bool] = lambda key: True  # is this table key on a partition we hold?
+    settle: Callable[[], Awaitable[Any]] | None = None  # waits until the broker acknowledged every write sent
+    holds: Callable[[int], bool] = lambda partition: True  # is this chat-messages partition assigned to us?
     gaps: GapFiller | None = None  # records the consumer skipped (None: trust delivery, e.g. test_context)
     offsets: Any = field(default_factory=dict)  # partition_to_offset table: str(partition) -> newest applied
     batch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and stall watchdog take turns
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # clear while a rebalance holds batch_lock
+    rebalancing: bool = False  # a rebalance holds batch_lock (agents.hold_for_rebalance)
     boards: Leaderboards = field(default_factory=Leaderboards)
     histories: HistoryCache = field(default_factory=HistoryCache)
     outcomes: OutcomeLog = field(default_factory=OutcomeLog)
@@ -54,6 +59,9 @@ class Runtime:
     pool_retry_at: float = 0.0
     delivered_at: dict[int, float] = field(default_factory=dict)  # partition -> when a record last came (lag)
     started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.settled.set()
 
     def idle_since(self, partition: int) -> float:
         """Seconds since the partition last delivered a record (since start if it never did)."""
@@ -118,9 +126,28 @@ def count_batch(rt: Runtime, batch: SortedBatch, appended: int, paid: int, dupli
     m.count("dead_letter", len(batch.rejected))
     m.misrouted.inc(sum(1 for i in (*batch.inputs, *batch.paid, *batch.other) if not i.key_matches))
     now = time.monotonic()
-    for partition, offset in batch.last_offsets.items():
+    for partition in batch.last_offsets:
         rt.delivered_at[partition] = now
-        rt.mark_applied(partition, offset)
+
+
+async def acknowledged(rt: Runtime) -> None:
+    """Wait until the broker acknowledged every table write sent so far. A batch writes three changelogs
+    (slots, then the headers that count them, then the applied offset), and the producer sends each
+    topic partition's backlog on its own, one record batch per partition per request: the few headers
+    and the one offset row overtake a backlog of slot rows. A worker killed then leaves a header that
+    counts a message its slot never got, or an applied offset past headers never written; the worker
+    taking over skips those messages as already applied. Waiting here keeps what the broker holds a
+    prefix of what was written, in order. (Not for ever: a broker gone for good is the broker watch's.)"""
+    if rt.settle is None:
+        return
+    try:
+        await asyncio.wait_for(rt.settle(), SETTLE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        log.warning("table writes not acknowledged within %.0f s: going on; a crash now could leave the "
+                    "changelogs out of order", SETTLE_TIMEOUT_SECONDS)
+    except Exception as error:  # noqa: BLE001 - the same, and no reason to stop scoring
+        log.warning("table writes not acknowledged (%s: %s): going on; a crash now could leave the "
+                    "changelogs out of order", type(error).__name__, error)
 
 
 async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_records: int) -> list[DonorScore]:
@@ -141,11 +168,15 @@ async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_r
     histories = await histories_for(rt, model, list(touched.values()))
     scores = await score_viewers(rt.models, model, rt.boards, list(touched.values()), histories)
     rt.metrics.score_seconds.observe(time.perf_counter() - started)
+    await acknowledged(rt)  # the slots on the broker before the headers that count them
     save_updates(rt, updates)
     duplicates = paid_duplicates + sum(u.duplicates for u in touched.values())
     count_batch(rt, batch, appended, paid, duplicates, n_records)
     for stream_id in {i.message.stream_id for i in batch.other if is_stream_end(i.message)}:
         expire_stream(rt, stream_id, reason="stream_end")
+    await acknowledged(rt)  # the headers before the applied offset that says they are done
+    for partition, offset in batch.last_offsets.items():
+        rt.mark_applied(partition, offset)
     return scores
 
 
