@@ -50,44 +50,10 @@ async def handle(rt: Runtime, records: Sequence[Any], watch: BrokerWatch | None 
     async with rt.batch_lock:
         if watch is not None and watch.resets != resets:
             records = watch.drop_leftovers(records)
-        records = held_only(rt, records)
         batch = sort_events(records)
         model = await rt.models.wait_for_model()
         scores = await process_batch(rt, model, batch, n_records=len(records))
         await publish(rt, batch, scores)
-
-
-def held_only(rt: Runtime, records: Sequence[Any]) -> list[Any]:
-    """The records of partitions still assigned to this worker. A batch fetched before a rebalance can reach
-    the agent after it: applied here, a partition that moved would get table writes from two workers. Its
-    new owner applies those records instead (from its committed offsets, or read by its gap filler: they are
-    past the applied offset it recovered)."""
-    kept = [r for r in records if rt.holds(r.message.partition)]
-    if len(kept) < len(records):
-        log.info("left %d records of partitions that moved to another worker to their new owner",
-                 len(records) - len(kept))
-    return kept
-
-
-async def hold_for_rebalance(rt: Runtime) -> None:
-    """From partitions revoked until the rebalance completes, no batch is applied. faust re-reads the
-    changelogs of every partition it assigns, those this worker keeps included, from the start up to the
-    end it saw when recovery began (memory store: nothing is persisted locally), over the live tables. A
-    batch applied meanwhile would have its new rows overwritten with older ones while the gap filler has
-    moved past its records. faust itself waits for the agent's batch in progress (its events are acked
-    after it); this also covers the stall watchdog's catch-up and the broker watch, which apply records
-    outside the agent, and a batch that reached the agent just before the revoke."""
-    if not rt.rebalancing:
-        rt.settled.clear()
-        await rt.batch_lock.acquire()
-        rt.rebalancing = True
-
-
-def release_after_rebalance(rt: Runtime) -> None:
-    if rt.rebalancing:
-        rt.rebalancing = False
-        rt.batch_lock.release()
-        rt.settled.set()
 
 
 async def catch_up(rt: Runtime, partition: int, end: int, watch: BrokerWatch | None = None) -> None:
@@ -109,10 +75,6 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
     async def score_chat_messages(stream: faust.StreamT[bytes]) -> None:
         """Validate, embed, append to viewer sequences and score, one micro-batch at a time."""
         async for events in stream.take_events(settings.embed_batch_size, within=settings.embed_batch_wait):
-            await rt.settled.wait()  # not while a rebalance recovers the tables (hold_for_rebalance)
-            events = held_only(rt, events)
-            if not events:
-                continue
             resets = watch.resets if watch is not None else 0  # before screening: it may reset the worker itself
             await handle(rt, await rt.gaps.complete(events) if rt.gaps else events, watch, resets)
 
@@ -153,13 +115,11 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
 
     @app.on_partitions_revoked.connect
     async def mark_boards_stale(sender: faust.App, revoked: set, **kwargs: object) -> None:
-        await hold_for_rebalance(rt)
         rt.boards.stale = True
         if rt.gaps is not None:
             rt.gaps.forget(tp.partition for tp in revoked if tp.topic == chat_messages.get_topic_name())
 
     @app.on_rebalance_complete.connect
     async def rebuild_leaderboards(sender: faust.App, **kwargs: object) -> None:
-        """Tables are recovered at this point: rebuild the rank index from the viewer headers, apply batches again."""
+        """Tables are recovered at this point: rebuild the rank index from the viewer headers."""
         rebuild_boards(rt)
-        release_after_rebalance(rt)

@@ -49,8 +49,6 @@ class Runtime:
     gaps: GapFiller | None = None  # records the consumer skipped (None: trust delivery, e.g. test_context)
     offsets: Any = field(default_factory=dict)  # partition_to_offset table: str(partition) -> newest applied
     batch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and stall watchdog take turns
-    settled: asyncio.Event = field(default_factory=asyncio.Event)  # clear while a rebalance holds batch_lock
-    rebalancing: bool = False  # a rebalance holds batch_lock (agents.hold_for_rebalance)
     boards: Leaderboards = field(default_factory=Leaderboards)
     histories: HistoryCache = field(default_factory=HistoryCache)
     outcomes: OutcomeLog = field(default_factory=OutcomeLog)
@@ -59,9 +57,6 @@ class Runtime:
     pool_retry_at: float = 0.0
     delivered_at: dict[int, float] = field(default_factory=dict)  # partition -> when a record last came (lag)
     started: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self.settled.set()
 
     def idle_since(self, partition: int) -> float:
         """Seconds since the partition last delivered a record (since start if it never did)."""
