@@ -31,10 +31,7 @@ def lexical_tokens(text: str) -> list[str]:
 def lexical_ids(text: str, buckets: int, per_message: int) -> np.ndarray:
     """(per_message,) int64: distinct hashed ids in token order, 0-padded. Words come first, so a
     long message drops trigrams before words."""
-    ids = _hashed(text, buckets, per_message)
-    out = np.zeros(per_message, dtype=np.int64)
-    out[: len(ids)] = ids
-    return out
+    return lexical_matrix([text], buckets, per_message)[0]
 
 
 def lexical_matrix(texts: Sequence[str] | Iterable[str], buckets: int, per_message: int) -> np.ndarray:

@@ -172,7 +172,6 @@ def create_app(
         send_score=send_score,
         send_dead_letter=send_dead_letter,
         owns=owns,
-        holds=holds,
         settle=lambda: app.producer.flush(),
         database_url=database_url or settings.database_url,
         offsets=applied,

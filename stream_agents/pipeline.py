@@ -45,7 +45,6 @@ class Runtime:
     send_dead_letter: Callable[[DeadLetter], Any]  # async: publish one dead letter
     owns: Callable[[str], bool] = lambda key: True  # is this table key on a partition we hold?
     settle: Callable[[], Awaitable[Any]] | None = None  # waits until the broker acknowledged every write sent
-    holds: Callable[[int], bool] = lambda partition: True  # is this chat-messages partition assigned to us?
     gaps: GapFiller | None = None  # records the consumer skipped (None: trust delivery, e.g. test_context)
     offsets: Any = field(default_factory=dict)  # partition_to_offset table: str(partition) -> newest applied
     batch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and stall watchdog take turns
