@@ -10,6 +10,9 @@ one ran, and the stock worker's figures stay the baseline. Nothing here is used 
   then adopted: `DonorScorer.embed` now runs every micro-batch sorted by length in pieces of 8
   (models.scorer.EMBED_PIECE_SIZE), so this variant equals the stock worker today.
 - embed-pieces-4: pieces of 4, a candidate still to measure against the adopted 8.
+- no-settle: no wait for the broker's acknowledgement of the table writes between a batch's three
+  changelog writes (stream_agents.pipeline.acknowledged). Not a candidate fix (it gives up ordered
+  changelog writes, which failover needs): it measures what those two waits per batch cost.
 """
 
 from __future__ import annotations
@@ -36,9 +39,19 @@ def embed_in_pieces(size: int) -> Callable[[], None]:
     return apply
 
 
+def skip_settle() -> None:
+    import stream_agents.pipeline as pipeline
+
+    async def acknowledged(rt: Any) -> None:
+        return None
+
+    pipeline.acknowledged = acknowledged  # process_batch looks the name up at call time
+
+
 VARIANTS: dict[str, Callable[[], None]] = {
     "embed-pieces-8": embed_in_pieces(8),
     "embed-pieces-4": embed_in_pieces(4),
+    "no-settle": skip_settle,
 }
 
 

@@ -42,3 +42,21 @@ def test_unknown_variant_is_refused() -> None:
     done = subprocess.run([sys.executable, "-m", "bench.worker_variants", "worker"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "embed-pieces-8" in done.stderr
+
+
+async def test_no_settle_variant_skips_only_the_acknowledgement_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stream_agents.pipeline as pipeline
+    from bench.worker_variants import VARIANTS
+
+    monkeypatch.setattr(pipeline, "acknowledged", pipeline.acknowledged)  # restored after the test
+    settled: list[int] = []
+
+    class Rt:
+        async def settle(self) -> None:
+            settled.append(1)
+
+    await pipeline.acknowledged(Rt())
+    assert settled == [1]  # the stock worker waits for the broker
+    VARIANTS["no-settle"]()
+    await pipeline.acknowledged(Rt())
+    assert settled == [1]
