@@ -13,6 +13,9 @@ one ran, and the stock worker's figures stay the baseline. Nothing here is used 
 - no-settle: no wait for the broker's acknowledgement of the table writes between a batch's three
   changelog writes (stream_agents.pipeline.acknowledged). Not a candidate fix (it gives up ordered
   changelog writes, which failover needs): it measures what those two waits per batch cost.
+  Measured back to back, 40,000 messages, one worker: 155.1 msgs/s without the waits vs 154.9 with
+  them (bench/results/pipeline-no-settle.json, pipeline-stock-40k.json), p99 at half capacity
+  555 vs 565 ms: no cost above the noise, so the stock worker keeps them.
 """
 
 from __future__ import annotations
