@@ -4,6 +4,9 @@
   like the transformer (and the live agents, which score when a message arrives) it sees the
   viewer's messages, not the clock between them: no "seconds since the last message" feature;
 - tfidf: word (1-2) and char (2-5) n-grams of the input window + activity -> logistic regression;
+- tfidf_all: the same over ALL the viewer's messages before the snapshot, not only the newest
+  `max_messages` the transformer reads: the stronger text baseline (and the protocol of the issue's
+  orientation figures); it has more text than the model it is compared with;
 - mean_embedding: mean message embedding of the window + activity -> logistic regression;
 - history_rule (with-history track only): "was a member before" / "paid before", no learning.
 
@@ -55,12 +58,13 @@ def activity_features(dataset: Dataset, samples: list[Sample]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def window_texts(dataset: Dataset, samples: list[Sample], max_messages: int) -> list[str]:
-    """The same input window the transformer sees, as one document."""
+def window_texts(dataset: Dataset, samples: list[Sample], max_messages: int | None) -> list[str]:
+    """The same input window the transformer sees, as one document (None: every message before the snapshot)."""
     out = []
     for sample in samples:
         track = dataset.tracks[sample.track]
-        out.append(" \n ".join(track.texts[max(0, sample.end - max_messages) : sample.end]))
+        start = 0 if max_messages is None else max(0, sample.end - max_messages)
+        out.append(" \n ".join(track.texts[start : sample.end]))
     return out
 
 
@@ -73,7 +77,8 @@ class SplitData:
     """Everything a baseline may read about one split's samples."""
 
     activity: np.ndarray
-    texts: list[str]
+    texts: list[str]  # the transformer's input window
+    all_texts: list[str]  # every input message before the snapshot
     mean_embeddings: np.ndarray
     history: np.ndarray
     labels: np.ndarray
@@ -96,6 +101,18 @@ def _fit_lr(
     return best[1], best[0]
 
 
+def tfidf_features(
+    train: SplitData, activity: Callable[[SplitData], np.ndarray], texts: Callable[[SplitData], list[str]],
+) -> Callable[[SplitData], sparse.spmatrix]:
+    """Word (1-2) and char (2-5) n-gram TF-IDF of `texts`, fitted on the training split, beside activity."""
+    word = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=50000, sublinear_tf=True)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, max_features=100000, sublinear_tf=True)
+    word.fit(texts(train) or [""])
+    char.fit(texts(train) or [""])
+    return lambda d: sparse.hstack([word.transform(texts(d)), char.transform(texts(d)),
+                                    sparse.csr_matrix(activity(d))]).tocsr()
+
+
 def fit_baselines(
     train: SplitData, val: SplitData, evaluate: dict[str, SplitData], *, with_history: bool, label: str,
     seed: int = 0, progress: Callable[[str], None] | None = None,
@@ -114,15 +131,11 @@ def fit_baselines(
 
     activity = dense(lambda d: d.activity)
     embedding = dense(lambda d: np.hstack([d.activity, d.mean_embeddings]))
-    word = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=50000, sublinear_tf=True)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, max_features=100000, sublinear_tf=True)
-    word.fit(train.texts or [""])
-    char.fit(train.texts or [""])
+    tfidf = tfidf_features(train, activity, lambda d: d.texts)
+    tfidf_all = tfidf_features(train, activity, lambda d: d.all_texts)
 
-    def tfidf(d: SplitData) -> sparse.spmatrix:
-        return sparse.hstack([word.transform(d.texts), char.transform(d.texts), sparse.csr_matrix(activity(d))]).tocsr()
-
-    for name, featurise in (("activity", activity), ("tfidf", tfidf), ("mean_embedding", embedding)):
+    for name, featurise in (("activity", activity), ("tfidf", tfidf), ("tfidf_all", tfidf_all),
+                            ("mean_embedding", embedding)):
         if progress:
             progress(f"baseline {name}")
         model, _ = _fit_lr(featurise(train), train, featurise(val), val, seed)

@@ -565,12 +565,16 @@ def _write_version(
 
 # ---------------------------------------------------------------- the job
 
+BASELINE_NAMES = {"tfidf": "tfidf+activity", "tfidf_all": "tfidf(all messages)+activity"}  # names in the report
+
+
 def _baseline_splits(dataset: Dataset, sets: dict[str, FeatureSet], max_messages: int) -> dict[str, Any]:
     from training.baselines import SplitData, activity_features, history_matrix, window_texts
 
     return {
         name: SplitData(
             activity=activity_features(dataset, fs.samples), texts=window_texts(dataset, fs.samples, max_messages),
+            all_texts=window_texts(dataset, fs.samples, None),
             mean_embeddings=fs.mean_embeddings(), history=history_matrix(dataset, fs.samples),
             labels=fs.labels.astype(np.int64), weights=fs.weights.astype(np.float64),
         )
@@ -656,7 +660,7 @@ def main(
             for base, by_split in baseline_scores.items():
                 if "test" in by_split:
                     base_threshold = best_f1_threshold(splits["val"].labels, by_split["val"], splits["val"].weights)
-                    shown = base if base == "history_rule" else f"{base.replace('tfidf', 'tfidf+activity')}{suffix}"
+                    shown = base if base == "history_rule" else f"{BASELINE_NAMES.get(base, base)}{suffix}"
                     models.append(ModelScores(shown, by_split["test"], base_threshold))
         title = "chat only" if track == "chat" else "with viewer history"
         if len(test_eval):

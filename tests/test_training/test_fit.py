@@ -21,8 +21,8 @@ def test_transformer_beats_activity_baseline_with_a_clear_margin() -> None:
     # positives are a minority: PR-AUC must mean something beyond the base rate
     assert chat["transformer"]["pr_auc"] > 2 * chat["transformer"]["positive_rate"]
     history = results.metrics["with viewer history · all test viewers"]
-    assert {"transformer+history", "activity+history", "tfidf+activity+history", "mean_embedding+history",
-            "history_rule"} <= set(history)
+    assert {"transformer+history", "activity+history", "tfidf+activity+history",
+            "tfidf(all messages)+activity+history", "mean_embedding+history", "history_rule"} <= set(history)
 
 
 def test_versions_are_complete_and_leak_free() -> None:
