@@ -64,12 +64,13 @@ from typing import Annotated, Any
 import typer
 
 from infra.events import ChatMessage, MessageKind
+from producers import sim_shift_text as shift_text
+from producers.sim_presets import PRESETS, SimPreset, preset_named
 
 # ---------------------------------------------------------------- calibration (see docstring)
 
 USD_TIERS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 USD_TIER_SHARES = (0.057, 0.4214, 0.326, 0.1182, 0.0391, 0.0244, 0.0139)
-FIRST_PAYMENT_DECILES = (0.181, 0.13, 0.103, 0.104, 0.099, 0.103, 0.101, 0.089, 0.064, 0.026)
 PAYMENTS_PER_DONOR = ((1, 692), (2, 113), (3, 31), (4, 12), (5, 25))
 REPEAT_GAP_MEDIAN_MIN = 6.1
 REPEAT_DONOR_PROBABILITY = 0.47
@@ -88,25 +89,14 @@ PRICE_POINTS: dict[str, tuple[str, tuple[float, ...], int]] = {
     "IDR": ("IDR ", (15000, 30000, 75000, 150000, 300000, 750000, 1500000), 0),
     "BRL": ("R$", (5, 10, 25, 50, 100, 250, 500), 2),
 }
-LANGUAGES = (("en", 0.55), ("de", 0.12), ("id", 0.12), ("es", 0.11), ("pt", 0.10))
 CURRENCY_BY_LANGUAGE = {
     "en": (("USD", 0.7), ("GBP", 0.12), ("CAD", 0.09), ("AUD", 0.09)),
     "de": (("EUR", 1.0),), "id": (("IDR", 1.0),), "es": (("EUR", 0.4), ("MXN", 0.6)), "pt": (("BRL", 1.0),),
+    "fr": (("EUR", 0.8), ("CAD", 0.2)),
 }
 
-# Message style mixes: (category, share). Donors before paying lean to engaged categories.
-NORMAL_STYLE = (("reaction", 0.45), ("game", 0.25), ("social", 0.15), ("question", 0.06), ("request", 0.03),
-                ("praise", 0.06))
-DONOR_STYLE = (("reaction", 0.25), ("game", 0.15), ("social", 0.10), ("question", 0.15), ("request", 0.12),
-               ("praise", 0.23))
-ADDRESS_STREAMER = {"normal": 0.12, "donor": 0.35}
-DONOR_RATE_BOOST = 1.6
-LURKER_DONOR_SHARE = 0.25
-SUPERFAN_SHARE = 0.08
-TYPO_RATE = 0.08
-
-STREAMER = "Nova"
-CLUB = "Nova Crew"
+# Message style mixes, donor behaviour and the streamer's name are preset fields (producers.sim_presets).
+STREAMER = PRESETS["classic"].streamer
 GAMES = ("Elden Ring", "Minecraft", "Hades", "Stardew", "Tetris", "Celeste", "Balatro")
 EMOJI = ("😂", "🔥", "❤️", "👋", "😭", "💀", "🙏", "✨", "😳", "🎉")
 GLOBAL_EMOTES = (":elbowcough:", ":buffering:", ":yougotthis:", ":hand-pink-waving:")
@@ -175,6 +165,27 @@ NAME_SYLLABLES = ("ka", "ri", "to", "mi", "na", "shi", "ro", "lu", "ve", "an", "
                   "tor", "sa", "yu", "ben", "ria", "max", "leo", "zo", "pi", "ne", "ko", "ma", "ta")
 
 BASE_START = datetime(2024, 3, 1, 18, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """Everything a preset's viewers and streamer can say."""
+
+    templates: dict[str, dict[str, tuple[str, ...]]]
+    paid: dict[str, tuple[str, ...]]
+    games: tuple[str, ...]
+    emoji: tuple[str, ...]
+    thanks: tuple[str, ...]
+    crowd: tuple[str, ...]
+    places: tuple[str, ...]
+
+
+TEXT_SETS = {
+    "base": TextSet(TEMPLATES, PAID_TEMPLATES, GAMES, EMOJI, THANKS, CROWD_REACTIONS, PLACES),
+    "shift": TextSet(shift_text.SHIFT_TEMPLATES, shift_text.SHIFT_PAID_TEMPLATES, shift_text.SHIFT_GAMES,
+                     shift_text.SHIFT_EMOJI, shift_text.SHIFT_THANKS, shift_text.SHIFT_CROWD_REACTIONS,
+                     shift_text.SHIFT_PLACES),
+}
 ID_ALPHABET = string.ascii_letters + string.digits + "-_"
 
 
@@ -217,6 +228,9 @@ class SimulatedStream:
     attendees: list[str] = field(default_factory=list)  # viewer ids present
     lurker_donors: frozenset[str] = frozenset()  # donors whose chat before paying looks ordinary
     superfans: frozenset[str] = frozenset()  # talk like donors, never pay (in this stream: present ones)
+    # per attendee, the chat rate (messages/hour) the generator used before their first payment: the
+    # latent fact behind the NULL preset's parity test (equal for donors and everyone else there)
+    pre_payment_rates: dict[str, float] = field(default_factory=dict)
 
     @property
     def donor_ids(self) -> frozenset[str]:
@@ -260,16 +274,16 @@ def _typo(rng: random.Random, text: str) -> str:
 
 # ---------------------------------------------------------------- population
 
-def _community(rng: random.Random, size: int) -> list[Viewer]:
+def _community(rng: random.Random, size: int, preset: SimPreset) -> list[Viewer]:
     viewers = []
     for index in range(size):
-        language = _pick(rng, LANGUAGES)
+        language = _pick(rng, preset.languages)
         rate = min(120.0, max(0.3, math.exp(rng.gauss(math.log(6.0), 1.1))))
         member = rng.random() < (0.16 if rate > 6.0 else 0.05)
         viewers.append(Viewer(
             viewer_id=_channel_id(rng), name=_name(rng), language=language, rate_per_hour=rate,
             habit=rng.betavariate(2.0, 2.0), generosity=rng.betavariate(0.6, 6.0),
-            member_months=rng.randint(1, 36) if member else 0, superfan=rng.random() < SUPERFAN_SHARE,
+            member_months=rng.randint(1, 36) if member else 0, superfan=rng.random() < preset.superfan_share,
             moderator=index < 2, currency=_pick(rng, CURRENCY_BY_LANGUAGE[language]),
         ))
     return viewers
@@ -286,8 +300,13 @@ def _weighted_sample(rng: random.Random, population: list[Viewer], weights: list
 class _StreamBuilder:
     """Builds one stream's chat-downloader items; kept small by sharing state here."""
 
-    def __init__(self, rng: random.Random, stream_id: str, channel_id: str, start: datetime, minutes: float) -> None:
+    def __init__(self, rng: random.Random, stream_id: str, channel_id: str, start: datetime, minutes: float,
+                 preset: SimPreset) -> None:
         self.rng = rng
+        self.preset = preset
+        self.text = TEXT_SETS[preset.templates]
+        # this stream's first-payment decile histogram (no draw when the preset has one: same seeds, same streams)
+        self.timing = preset.payment_timing[0] if len(preset.payment_timing) == 1 else preset.draw_timing(rng)
         self.stream_id = stream_id
         self.channel_id = channel_id
         self.start = start
@@ -305,20 +324,21 @@ class _StreamBuilder:
 
     def chat_text(self, viewer: Viewer, style: str, present: list[Viewer]) -> str:
         rng = self.rng
-        mix = DONOR_STYLE if style == "donor" else NORMAL_STYLE
-        category = _pick(rng, mix)
-        template = rng.choice(TEMPLATES[viewer.language][category])
+        preset, words = self.preset, self.text
+        category = _pick(rng, preset.donor_style if style == "donor" else preset.normal_style)
+        template = rng.choice(words.templates[viewer.language][category])
         friend = rng.choice(present).name.lstrip("@") if present else "chat"
-        text = template.format(place=rng.choice(PLACES), friend=friend, game=rng.choice(GAMES))
-        if rng.random() < ADDRESS_STREAMER[style]:
-            text = f"{rng.choice(('@', '', ''))}{STREAMER} {text}" if rng.random() < 0.6 else f"{text} {STREAMER}"
+        text = template.format(place=rng.choice(words.places), friend=friend, game=rng.choice(words.games))
+        if rng.random() < preset.address_streamer[style == "donor"]:
+            name = preset.streamer
+            text = f"{rng.choice(('@', '', ''))}{name} {text}" if rng.random() < 0.6 else f"{text} {name}"
         if rng.random() < 0.25:
-            text = f"{text} {rng.choice(EMOJI)}"
+            text = f"{text} {rng.choice(words.emoji)}"
         if rng.random() < 0.05:
             text = f"{text} {rng.choice(GLOBAL_EMOTES)}"
         if viewer.member_months and rng.random() < 0.3:
             text = f"{text} {rng.choice(MEMBER_EMOTES)}"
-        if rng.random() < TYPO_RATE:
+        if rng.random() < preset.typo_rate:
             text = _typo(rng, text)
         return text
 
@@ -326,7 +346,8 @@ class _StreamBuilder:
 
     def presence(self, viewer: Viewer) -> tuple[float, float]:
         rng = self.rng
-        arrive = rng.uniform(0, 0.1 * self.duration) if rng.random() < 0.6 else rng.uniform(0, self.duration)
+        early = rng.random() < self.preset.early_arrival_share
+        arrive = rng.uniform(0, 0.1 * self.duration) if early else rng.uniform(0, self.duration)
         stay = rng.expovariate(1.0 / (0.6 * self.duration))
         return arrive, min(self.duration, arrive + max(stay, 60.0))
 
@@ -345,17 +366,21 @@ class _StreamBuilder:
             self.add(t, viewer, "text_message", message=self.chat_text(viewer, style, present))
 
     def pre_donation_burst(self, viewer: Viewer, first_payment: float, present: list[Viewer]) -> None:
-        for _ in range(self.rng.randint(2, 4)):
+        for _ in range(self.rng.randint(*self.preset.burst)):
             t = first_payment - min(600.0, self.rng.expovariate(1 / 180.0))
             if t > 0:
                 self.add(t, viewer, "text_message", message=self.chat_text(viewer, "donor", present))
 
     # -- payments
 
-    def payment_times(self) -> list[float]:
+    def payment_times(self, within: tuple[float, float] | None = None) -> list[float]:
+        """First payment from this stream's decile histogram (or uniform inside `within`), then repeats."""
         rng = self.rng
-        decile = rng.choices(range(10), weights=FIRST_PAYMENT_DECILES)[0]
-        first = (decile + rng.random()) / 10 * self.duration
+        if within is None:
+            decile = rng.choices(range(10), weights=self.timing)[0]
+            first = (decile + rng.random()) / 10 * self.duration
+        else:
+            first = rng.uniform(*within)
         count = rng.choices([c for c, _ in PAYMENTS_PER_DONOR], weights=[w for _, w in PAYMENTS_PER_DONOR])[0]
         times = [first]
         mean_gap = REPEAT_GAP_MEDIAN_MIN * 60 / math.log(2)
@@ -379,8 +404,10 @@ class _StreamBuilder:
                 amount = round(amount - 0.01, 2)  # "$4.99" is as common as "$5.00"
             text = f"{symbol}{amount:,.{decimals}f}"
             usd = USD_TIERS[tier] * (amount / points[tier])
-            message = rng.choice(PAID_TEMPLATES[viewer.language]).format(
-                streamer=STREAMER, place=rng.choice(PLACES), game=rng.choice(GAMES)) if kind == "paid_message" else None
+            words = self.text
+            message = rng.choice(words.paid[viewer.language]).format(
+                streamer=self.preset.streamer, place=rng.choice(words.places), game=rng.choice(words.games),
+            ) if kind == "paid_message" else None
             self.add(offset, viewer, kind, message=message or None,
                      money={"amount": amount, "currency": viewer.currency, "currency_symbol": symbol.strip(),
                             "text": text})
@@ -388,21 +415,21 @@ class _StreamBuilder:
         elif kind == "gift":
             count = _pick(rng, GIFT_COUNTS)
             self.add(offset, viewer, "sponsorships_gift_purchase_announcement",
-                     message=f"Gifted {count} {CLUB} membership{'s' if count > 1 else ''}")
+                     message=f"Gifted {count} {self.preset.club} membership{'s' if count > 1 else ''}")
             usd, what = count * MEMBERSHIP_USD, "gifts"
         else:
-            self.add(offset, viewer, "membership_item", message=None, header_secondary_text=f"Welcome to {CLUB}!")
+            self.add(offset, viewer, "membership_item", message=None, header_secondary_text=f"Welcome to {self.preset.club}!")
             usd, what = MEMBERSHIP_USD, "membership"
             self.joined[viewer.viewer_id] = offset
             viewer.member_months = 1  # a member from now on, in this and later streams
         self.donations.append((viewer, usd, len(self.events) - 1))
         thanks_at = offset + rng.uniform(20, 120)
         if thanks_at < self.duration:
-            self.add(thanks_at, None, "owner", message=rng.choice(THANKS).format(name=viewer.name.lstrip("@"), what=what))
+            self.add(thanks_at, None, "owner", message=rng.choice(self.text.thanks).format(name=viewer.name.lstrip("@"), what=what))
         for other in rng.sample(present, k=min(len(present), rng.randint(0, 2))):
             at = offset + rng.uniform(2, 30)
             if at < self.duration and other is not viewer:
-                self.add(at, other, "text_message", message=rng.choice(CROWD_REACTIONS).format(name=viewer.name.lstrip("@")))
+                self.add(at, other, "text_message", message=rng.choice(self.text.crowd).format(name=viewer.name.lstrip("@")))
 
     # -- items
 
@@ -450,12 +477,12 @@ class _StreamBuilder:
 
 
 def _simulate_stream(rng: random.Random, index: int, community: list[Viewer], past_donors: dict[str, Viewer], *,
-                     channel_id: str, start: datetime, viewers: int, minutes: float, donor_share: float
-                     ) -> SimulatedStream:
+                     channel_id: str, start: datetime, viewers: int, minutes: float, donor_share: float,
+                     preset: SimPreset) -> SimulatedStream:
     from producers.readers.chat_downloader import item_to_message
 
     stream_id = "sim" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(8))
-    builder = _StreamBuilder(rng, stream_id, channel_id, start, minutes)
+    builder = _StreamBuilder(rng, stream_id, channel_id, start, minutes, preset)
     present = _weighted_sample(rng, community, [v.habit for v in community], min(viewers, len(community)))
     windows = {v.viewer_id: builder.presence(v) for v in present}
 
@@ -471,22 +498,25 @@ def _simulate_stream(rng: random.Random, index: int, community: list[Viewer], pa
         pool.remove(chosen)
         donors.append(chosen)
     donor_ids = {d.viewer_id for d in donors}
-    lurkers = {d.viewer_id for d in donors if rng.random() < LURKER_DONOR_SHARE}
+    lurkers = {d.viewer_id for d in donors if rng.random() < preset.lurker_donor_share}
 
+    rates = {v.viewer_id: v.rate_per_hour for v in present}
     for viewer in present:
         window = windows[viewer.viewer_id]
         if viewer.viewer_id not in donor_ids:
             builder.chatter(viewer, window, style_until=0.0, present=present)
             continue
-        times = builder.payment_times()
-        lurker = viewer.viewer_id in lurkers
-        arrive = min(window[0], max(0.0, times[0] - rng.expovariate(1 / 900.0)))  # there before paying
-        window = (arrive, max(window[1], times[-1] + 60.0))
-        window = (window[0], min(window[1], builder.duration))
-        if lurker:
+        if preset.payment_inside_presence:  # null: the donor's ordinary presence, untouched
+            times = builder.payment_times(within=window)
+        else:
+            times = builder.payment_times()
+            arrive = min(window[0], max(0.0, times[0] - rng.expovariate(1 / 900.0)))  # there before paying
+            window = (arrive, min(max(window[1], times[-1] + 60.0), builder.duration))
+        if viewer.viewer_id in lurkers or not preset.has_donor_signal:
             builder.chatter(viewer, window, style_until=0.0, present=present)
         else:
-            builder.chatter(viewer, window, style_until=times[0], present=present, boost=DONOR_RATE_BOOST)
+            builder.chatter(viewer, window, style_until=times[0], present=present, boost=preset.donor_rate_boost)
+            rates[viewer.viewer_id] *= preset.donor_rate_boost
             builder.pre_donation_burst(viewer, times[0], present)
         for t in times:
             builder.payment(viewer, t, present)
@@ -494,7 +524,7 @@ def _simulate_stream(rng: random.Random, index: int, community: list[Viewer], pa
         builder.add(t, None, "owner", message=rng.choice(("hi chat!", "welcome everyone", "let's go", "one sec",
                                                           "thanks for coming")))
 
-    items, ids = builder.items(owner_name=STREAMER)
+    items, ids = builder.items(owner_name=preset.streamer)
     messages = [m for m in (item_to_message(item, stream_id=stream_id) for item in items) if m is not None]
     by_id = {m.message_id: m for m in messages}
     donations = []
@@ -507,28 +537,37 @@ def _simulate_stream(rng: random.Random, index: int, community: list[Viewer], pa
     donations.sort(key=lambda d: d.timestamp)
     present_ids = [v.viewer_id for v in present]
     return SimulatedStream(
-        stream_id=stream_id, channel_id=channel_id, title=f"{STREAMER} plays {rng.choice(GAMES)} #{index + 1}",
+        stream_id=stream_id, channel_id=channel_id, title=f"{preset.streamer} plays {rng.choice(builder.text.games)} #{index + 1}",
         started_at=start, items=items, messages=messages, donations=donations, attendees=present_ids,
         lurker_donors=frozenset(lurkers), superfans=frozenset(v.viewer_id for v in present if v.superfan),
+        pre_payment_rates=rates,
     )
 
 
-def simulate(n_streams: int, seed: int, *, viewers: int = 300, minutes: float = 60.0,
-             donor_share: float = 0.05) -> list[SimulatedStream]:
-    """N streams of one channel (same community, repeat donors), deterministic for a seed."""
-    if n_streams < 1 or viewers < 2 or minutes <= 0 or not 0 < donor_share < 0.5:
+def simulate(n_streams: int, seed: int, *, preset: str | SimPreset = "classic", viewers: int | None = None,
+             minutes: float | None = None, donor_share: float | None = None) -> list[SimulatedStream]:
+    """N streams of one channel (same community, repeat donors), deterministic for a seed and preset.
+    `viewers`, `minutes` and `donor_share` fix a value the preset would otherwise draw per stream."""
+    spec = preset if isinstance(preset, SimPreset) else preset_named(preset)
+    if n_streams < 1 or (viewers is not None and viewers < 2) or (minutes is not None and minutes <= 0) \
+            or (donor_share is not None and not 0 < donor_share < 0.5):
         raise ValueError("need n_streams >= 1, viewers >= 2, minutes > 0 and 0 < donor_share < 0.5")
-    rng = random.Random(f"donorcast-sim-{seed}")
+    rng = random.Random(f"donorcast-sim-{seed}" if spec.name == "classic" else f"donorcast-sim-{spec.name}-{seed}")
     channel_id = _channel_id(rng)
-    community = _community(rng, max(viewers + 1, int(viewers * 1.5)))
+    largest = viewers if viewers is not None else spec.viewers[1]
+    community = _community(rng, max(largest + 1, int(largest * 1.5)), spec)
     past_donors: dict[str, Viewer] = {}
     first = BASE_START + timedelta(days=3 * (seed % 100))
     streams = []
     for index in range(n_streams):
         start = first + timedelta(days=2 * index, minutes=rng.randint(0, 120))
-        stream_rng = random.Random(f"donorcast-sim-{seed}-{index}")
-        streams.append(_simulate_stream(stream_rng, index, community, past_donors, channel_id=channel_id,
-                                        start=start, viewers=viewers, minutes=minutes, donor_share=donor_share))
+        stream_rng = random.Random(f"donorcast-sim-{seed}-{index}" if spec.name == "classic"
+                                   else f"donorcast-sim-{spec.name}-{seed}-{index}")
+        streams.append(_simulate_stream(
+            stream_rng, index, community, past_donors, channel_id=channel_id, start=start,
+            viewers=viewers if viewers is not None else spec.draw_viewers(stream_rng),
+            minutes=minutes if minutes is not None else spec.draw_minutes(stream_rng),
+            donor_share=donor_share if donor_share is not None else spec.draw_donor_share(stream_rng), preset=spec))
     return streams
 
 
@@ -561,15 +600,28 @@ def ground_truth(streams: list[SimulatedStream]) -> dict[str, Any]:
     }
 
 
+def write_ground_truth(streams: list[SimulatedStream], out: Path) -> Path:
+    """OUT/truth/ground_truth.json: a folder of its own, so `fit OUT/*.json` reads chat files only."""
+    path = out / "truth" / "ground_truth.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ground_truth(streams), indent=2), encoding="utf-8")
+    return path
+
+
 def simulate_command(
     ctx: typer.Context,
     streams: Annotated[int, typer.Option(min=1, help="number of streams (one channel)")] = 3,
     seed: Annotated[int, typer.Option(help="random seed: the same seed gives the same streams")] = 0,
-    out: Annotated[Path, typer.Option(help="folder for <stream_id>.json (chat-downloader format) + ground_truth.json")]
+    out: Annotated[Path, typer.Option(help="folder for <stream_id>.json (chat-downloader format); the truth goes "
+                                           "to OUT/truth/ground_truth.json, where no *.json glob of chat files sees it")]
     = Path("simulated"),
-    viewers: Annotated[int, typer.Option(min=2, help="viewers present per stream")] = 300,
-    minutes: Annotated[float, typer.Option(min=1, help="stream length")] = 60.0,
-    donor_share: Annotated[float, typer.Option(help="share of viewers who pay in a stream")] = 0.05,
+    preset: Annotated[str, typer.Option(help=f"generator preset: {', '.join(PRESETS)} (producers/sim_presets.py)")]
+    = "mixed",
+    viewers: Annotated[int | None, typer.Option(min=2, help="viewers present per stream (default: the preset's range)")]
+    = None,
+    minutes: Annotated[float | None, typer.Option(min=1, help="stream length (default: the preset's range)")] = None,
+    donor_share: Annotated[float | None, typer.Option(help="share of viewers who pay (default: the preset's range)")]
+    = None,
     to_kafka: Annotated[bool, typer.Option("--to-kafka", help="also publish the streams to chat-messages")] = False,
     speed: Annotated[str, typer.Option(help="with --to-kafka: 1, 10, ... or max")] = "max",
 ) -> None:
@@ -580,10 +632,15 @@ def simulate_command(
     from rich.table import Table
 
     started = time.perf_counter()
-    simulated = simulate(streams, seed, viewers=viewers, minutes=minutes, donor_share=donor_share)
+    try:
+        simulated = simulate(streams, seed, preset=preset, viewers=viewers, minutes=minutes, donor_share=donor_share)
+    except ValueError as error:
+        from infra.errors import InputError
+
+        raise InputError(str(error)) from None
     for stream in simulated:
         write_chat_downloader_json(stream, out / f"{stream.stream_id}.json")
-    (out / "ground_truth.json").write_text(json.dumps(ground_truth(simulated), indent=2), encoding="utf-8")
+    truth = write_ground_truth(simulated, out)
     table = Table("stream", "start", "messages", "viewers", "donors", "payments", "USD", title=f"simulated (seed {seed})")
     for s in simulated:
         table.add_row(s.stream_id, s.started_at.strftime("%Y-%m-%d %H:%M"), f"{len(s.messages):,}",
@@ -591,7 +648,8 @@ def simulate_command(
                       f"{sum(d.usd for d in s.donations):,.2f}")
     console = Console()
     console.print(table)
-    console.print(f"wrote {len(simulated)} files + ground_truth.json to {out}/ in {time.perf_counter() - started:.1f} s")
+    console.print(f"wrote {len(simulated)} chat files to {out}/ and the truth to {truth} "
+                  f"in {time.perf_counter() - started:.1f} s (preset {preset})")
     if to_kafka:
         from infra.cli import settings_from
         from producers.replay import publish_simulated

@@ -128,7 +128,9 @@ def test_simulate_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     result = CliRunner().invoke(build_app(), ["simulate", "--streams", "2", "--seed", "4", "--out", str(out),
                                               "--viewers", "40", "--minutes", "10"])
     assert result.exit_code == 0, result.output
-    truth = json.loads((out / "ground_truth.json").read_text(encoding="utf-8"))
+    assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{sid}.json" for sid in
+                                                               json.loads((out / "truth" / "ground_truth.json").read_text()))
+    truth = json.loads((out / "truth" / "ground_truth.json").read_text(encoding="utf-8"))
     assert len(truth) == 2
     for stream_id, info in truth.items():
         messages = [e for e in open_reader(out / f"{stream_id}.json").read() if isinstance(e, ChatMessage)]
