@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from infra.text import strip_member_signals
+from models.calibration import Calibration
 from models.lexical import lexical_matrix
 from models.vector_cache import VectorCache
 
@@ -38,6 +39,7 @@ N_HISTORY = 6  # see history_vector
 LOG_SCALE = 5.0  # log1p features divided by this land roughly in [0, 2]
 
 _SHORTCODE = re.compile(r":[^:\s]+:")
+CLOCKS = ("recency", "stream")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class FeatureConfig:
     use_history: bool = False
     lexical_buckets: int = 0  # hashed word/trigram ids per message (models.lexical); 0 = none
     lexical_per_message: int = 48
+    # The first time input of each message. "recency": seconds before the viewer's newest message,
+    # which says how bursty the recent chat is whatever the stream's length. "stream": seconds since
+    # the stream started (models before 2026-12): a model learns the training streams' length and
+    # payment schedule from it, and a 4 h stream is out of its range (issue 14).
+    clock: str = "recency"
 
     @property
     def uses_lexical(self) -> bool:
@@ -70,7 +77,12 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known.setdefault("clock", "stream")  # manifests written before the clock was a choice
         return cls(**known)
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)} (got {self.clock!r})")
 
 
 # ---------------------------------------------------------------- per-message features
@@ -131,7 +143,7 @@ class ViewerSequenceInput:
     """One viewer's model input: T messages (oldest first), T >= 1."""
 
     embeddings: np.ndarray  # (T, D) float32
-    seconds_since_start: np.ndarray  # (T,) seconds since the stream's first message
+    seconds_since_start: np.ndarray  # (T,) the first clock: FeatureConfig.clock (recency or stream time)
     seconds_since_prev: np.ndarray  # (T,) gap since the viewer's previous input message
     extras: np.ndarray | None = None  # (T, k)
     history: np.ndarray | None = None  # (h,)
@@ -176,17 +188,27 @@ def seconds_since_start(timestamp: float, offset_seconds: float | None, origin: 
 
 
 def time_features(
-    seconds_since_start: Sequence[float], previous_seconds: float | None = None
+    seconds_since_start: Sequence[float], previous_seconds: float | None = None, clock: str = "stream",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(seconds since start, gap since the viewer's previous input message). The first gap is measured
-    from `previous_seconds` (the message before the window) or, for a first message, from stream start."""
+    """(clock, gap since the viewer's previous input message) per message. The clock is seconds since
+    start, or for clock="recency" seconds before the newest message of the window. The first gap is
+    measured from `previous_seconds` (the message before the window) or, for a first message, from
+    stream start."""
     starts = np.maximum(np.asarray(seconds_since_start, dtype=np.float32), 0.0)
     previous = np.empty_like(starts)
     if len(starts):
         previous[0] = 0.0 if previous_seconds is None else previous_seconds
         previous[1:] = starts[:-1]
-    gaps = np.maximum(starts - previous, 0.0)
-    return starts, gaps.astype(np.float32)
+    gaps = np.maximum(starts - previous, 0.0).astype(np.float32)
+    return window_clock(starts, clock), gaps
+
+
+def window_clock(seconds_since_start: np.ndarray, clock: str) -> np.ndarray:
+    """The model's first time input for one window (oldest first) of stream-clock seconds."""
+    starts = np.asarray(seconds_since_start, dtype=np.float32)
+    if clock == "recency" and len(starts):
+        return (starts[-1] - starts).astype(np.float32)
+    return starts
 
 
 def sequence_input(
@@ -201,7 +223,7 @@ def sequence_input(
     message_ids: Sequence[str] = (),
 ) -> ViewerSequenceInput:
     """Assemble one viewer's input from already-embedded, *preprocessed* messages (oldest first)."""
-    starts, gaps = time_features(seconds_since_start, previous_seconds)
+    starts, gaps = time_features(seconds_since_start, previous_seconds, config.clock)
     return ViewerSequenceInput(
         embeddings=np.asarray(embeddings, dtype=np.float32),
         seconds_since_start=starts,
@@ -267,6 +289,7 @@ class DonorScorer:
     session: Any  # onnxruntime.InferenceSession
     feature_config: FeatureConfig
     threshold: float = 0.5
+    calibration: Calibration = field(default_factory=Calibration)
     max_batch: int = 256
     cache: VectorCache = field(default_factory=lambda: VectorCache(EMBED_CACHE_SIZE))
 
@@ -293,6 +316,7 @@ class DonorScorer:
             session=session,
             feature_config=FeatureConfig.from_dict(version.manifest.get("feature_config", {})),
             threshold=float(version.manifest.get("threshold", 0.5)),
+            calibration=Calibration.from_dict(version.manifest.get("calibration")),
         )
 
     @property
@@ -335,8 +359,8 @@ class DonorScorer:
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def score(self, sequences: Sequence[ViewerSequenceInput]) -> np.ndarray:
-        """(N,) donor probabilities, one padded batch per `max_batch` viewers."""
-        return sigmoid(self.logits(sequences))
+        """(N,) calibrated donor probabilities, one padded batch per `max_batch` viewers."""
+        return self.calibration.probabilities(self.logits(sequences))
 
     def explain(self, sequence: ViewerSequenceInput, k: int = 3) -> list[int]:
         """Indices (into `sequence`) of the <= k messages whose removal lowers the score most."""

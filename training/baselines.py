@@ -16,8 +16,9 @@ regularisation strength C is chosen on validation PR-AUC, like the transformer's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -116,6 +117,7 @@ def tfidf_features(
 def fit_baselines(
     train: SplitData, val: SplitData, evaluate: dict[str, SplitData], *, with_history: bool, label: str,
     seed: int = 0, progress: Callable[[str], None] | None = None,
+    names: Sequence[str] = ("activity", "tfidf", "tfidf_all", "mean_embedding"),
 ) -> dict[str, dict[str, np.ndarray]]:
     """{baseline name: {split name: probabilities}} for "val" and every split in `evaluate`."""
     splits = {"val": val, **evaluate}
@@ -130,12 +132,14 @@ def fit_baselines(
         return lambda d: scaler.transform(block(d))
 
     activity = dense(lambda d: d.activity)
-    embedding = dense(lambda d: np.hstack([d.activity, d.mean_embeddings]))
-    tfidf = tfidf_features(train, activity, lambda d: d.texts)
-    tfidf_all = tfidf_features(train, activity, lambda d: d.all_texts)
-
-    for name, featurise in (("activity", activity), ("tfidf", tfidf), ("tfidf_all", tfidf_all),
-                            ("mean_embedding", embedding)):
+    builders: dict[str, Callable[[], Callable[[SplitData], Any]]] = {  # built only when asked for
+        "activity": lambda: activity,
+        "tfidf": lambda: tfidf_features(train, activity, lambda d: d.texts),
+        "tfidf_all": lambda: tfidf_features(train, activity, lambda d: d.all_texts),
+        "mean_embedding": lambda: dense(lambda d: np.hstack([d.activity, d.mean_embeddings])),
+    }
+    for name in names:
+        featurise = builders[name]()
         if progress:
             progress(f"baseline {name}")
         model, _ = _fit_lr(featurise(train), train, featurise(val), val, seed)

@@ -38,6 +38,7 @@ LABEL_KINDS: tuple[str, ...] = ("paid", "member", "conversion")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MEMBER_KINDS = frozenset({MessageKind.MEMBERSHIP_NEW, MessageKind.MEMBERSHIP_MILESTONE})
 WXC_INDONESIA_CHANNEL = "UCRBgZ9ondGvlcR-E_snJY2Q"
+SNAPSHOT_MODES = ("grid", "before-paid")
 
 
 # ---------------------------------------------------------------- inputs and configuration
@@ -66,12 +67,18 @@ class DatasetConfig:
     disjoint_viewers: bool = False  # drop training samples of viewers who appear in val/test streams
     held_out: Literal["real-data", "none"] = "real-data"
     seed: int = 0
+    # "grid": n_snapshots times over each stream (training). "before-paid": one sample per viewer,
+    # at their last message before their first paid event (non-payers: their last message), the
+    # evaluation protocol of `donorcast evaluate` and `score --at before-paid`.
+    snapshots: Literal["grid", "before-paid"] = "grid"
 
     def __post_init__(self) -> None:
         if self.label not in LABEL_KINDS:
             raise ValueError(f"label must be one of {', '.join(LABEL_KINDS)} (got {self.label!r})")
         if self.n_snapshots < 1 or self.max_messages < 1 or self.min_messages < 1:
             raise ValueError("n_snapshots, max_messages and min_messages must be >= 1")
+        if self.snapshots not in SNAPSHOT_MODES:
+            raise ValueError(f"snapshots must be one of {', '.join(SNAPSHOT_MODES)} (got {self.snapshots!r})")
 
     @property
     def strips_member_signals(self) -> bool:
@@ -311,7 +318,26 @@ def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
+def inputs_before_event(seconds: Sequence[float], event_seconds: float | None) -> int:
+    """How many of a viewer's input messages (times ascending) come strictly before their event."""
+    if event_seconds is None:
+        return len(seconds)
+    return int(np.searchsorted(np.asarray(seconds, dtype=np.float64), event_seconds, side="left"))
+
+
+def _before_paid_sample(track: ViewerTrack, index: int, config: DatasetConfig) -> list[Sample]:
+    """The score the live system held right after the viewer's last message before the event. The
+    snapshot is that message's time (+1 ms: inputs stay strictly before it), never the event's."""
+    end = inputs_before_event(track.seconds, track.event_seconds)
+    if end < config.min_messages:
+        return []
+    return [Sample(track=index, end=end, snapshot_seconds=float(track.seconds[end - 1]) + 1e-3,
+                   label=int(track.positive), weight=1.0)]
+
+
 def _samples_for(track: ViewerTrack, index: int, grid: np.ndarray, config: DatasetConfig) -> list[Sample]:
+    if config.snapshots == "before-paid":
+        return _before_paid_sample(track, index, config)
     ends = np.searchsorted(track.seconds, grid, side="left")  # messages strictly before each snapshot
     chosen: list[tuple[int, float]] = []
     previous_end = 0

@@ -7,27 +7,27 @@ baselines. A few minutes at most on 2 cores; later calls return the promoted ver
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from training.build_dataset import DatasetConfig
+from training.recipe import demo_config, load_recipe
 from training.train_classifier import FitConfig
 
 if TYPE_CHECKING:
     from infra.settings import Settings
     from models.registry import ModelVersion
 
-DEMO_STREAMS = 8
-DEMO_SEED = 2024
+# The [demo] section of training/configs/donor-default.toml (the recipe `fit` uses, made small).
+_FIT, DEMO_STREAMS, DEMO_SEED = demo_config(load_recipe())
+DEMO_PRESET = load_recipe().preset
 
 
 def demo_fit_config(settings: Settings, *, progress: bool = True) -> FitConfig:
-    return FitConfig(
-        dataset=DatasetConfig(label="paid", n_snapshots=6, max_messages=32, max_viewers_per_stream=150,
-                              held_out="none", seed=DEMO_SEED),
-        tracks=("chat",), deploy_track="chat", promote=True, baselines=False,
-        d_model=64, n_layers=2, n_heads=4, max_epochs=8, patience=3, seed=DEMO_SEED,
-        threads=settings.worker_threads, encoder_dir=settings.base_model, progress=progress,
-        note=f"demo model: {DEMO_STREAMS} simulated streams (seed {DEMO_SEED}), chat-only, base encoder not pretrained",
+    return replace(
+        _FIT, promote=True, baselines=False, threads=settings.worker_threads, encoder_dir=settings.base_model,
+        progress=progress,
+        note=f"demo model: {DEMO_STREAMS} simulated '{DEMO_PRESET}' streams (seed {DEMO_SEED}), chat-only, "
+             "base encoder not pretrained (training/configs/donor-default.toml [demo])",
     )
 
 
@@ -46,7 +46,7 @@ def ensure_demo_model(settings: Settings, *, progress: bool = True) -> ModelVers
     console = Console(stderr=True)
     if progress:
         console.print("[bold]no promoted model: training the demo model on simulated streams[/bold]")
-    streams = streams_from_simulator(DEMO_STREAMS, DEMO_SEED)
+    streams = streams_from_simulator(DEMO_STREAMS, DEMO_SEED, preset=DEMO_PRESET)
     results = main(demo_fit_config(settings, progress=progress), streams=streams, settings=settings)
     version = registry.promoted()
     assert version is not None and version.version == results.promoted

@@ -278,14 +278,31 @@ def evaluate_command(
     simulate: Annotated[int, typer.Option(help="evaluate on N simulated streams instead")] = 0,
     seed: Annotated[int, typer.Option(help="simulator seed")] = 7,
     out: Annotated[Path | None, typer.Option(help="report folder (default: <version>/evaluation)")] = None,
+    presets: Annotated[bool, typer.Option("--presets", help=(
+        "train the recipe on its simulator preset, then score the in-distribution test, shift and null sets "
+        "at before-paid snapshots beside the baselines (training/preset_eval.py)"))] = False,
+    recipe: Annotated[Path | None, typer.Option(help="with --presets: training recipe TOML")] = None,
+    train_streams: Annotated[int | None, typer.Option(help="with --presets: training streams (default: recipe)")] = None,
+    shift_streams: Annotated[int, typer.Option(help="with --presets: streams of the shift preset")] = 12,
+    null_streams: Annotated[int, typer.Option(help="with --presets: streams of the null preset")] = 16,
 ) -> None:
-    """Score a model version's test split through the live ONNX path, beside refitted baselines."""
+    """Score a model version's test split through the live ONNX path, beside refitted baselines
+    (or, with --presets, the recipe's model on simulator presets it was not tuned on)."""
     from rich.console import Console
 
     from infra.cli import settings_from
     from training.train_classifier import evaluate_version, load_streams
 
     settings = settings_from(ctx)
+    if presets:
+        from training.preset_eval import PresetEvalConfig, run_preset_eval
+        from training.recipe import load_recipe
+
+        folder = out or Path("reports") / "simulator-presets"
+        run_preset_eval(settings, load_recipe(recipe), PresetEvalConfig(
+            train_streams=train_streams, shift_streams=shift_streams, null_streams=null_streams), folder)
+        print((folder / "report.md").read_text())
+        return
     version = resolve_version(settings, model)
     streams = load_streams(settings, files=data or [], simulate=simulate, seed=seed)
     report = evaluate_version(settings, version, streams, out_dir=out or version.path / "evaluation")

@@ -39,6 +39,7 @@ from models.scorer import (
     message_extras,
     pad_batch,
     time_features,
+    window_clock,
 )
 from training.build_dataset import Dataset, DatasetConfig, Sample, StreamData
 
@@ -230,7 +231,7 @@ class FeatureSet:
         window = slice(first, sample.end)
         return ViewerSequenceInput(
             embeddings=self.embeddings[arrays.rows[window]],
-            seconds_since_start=arrays.starts[window],
+            seconds_since_start=window_clock(arrays.starts[window], self.config.clock),
             seconds_since_prev=arrays.gaps[window],
             extras=arrays.extras[window] if self.config.use_extras else None,
             history=history_vector(track.history) if self.config.use_history else None,
@@ -265,7 +266,7 @@ class FeatureSet:
             window = slice(max(0, sample.end - width), sample.end)
             t = window.stop - window.start
             packed.rows[i, :t] = arrays.rows[window]
-            packed.starts[i, :t] = arrays.starts[window]
+            packed.starts[i, :t] = window_clock(arrays.starts[window], self.config.clock)
             packed.gaps[i, :t] = arrays.gaps[window]
             if self.config.use_extras:
                 packed.extras[i, :t] = arrays.extras[window]
@@ -591,9 +592,9 @@ def main(
     from rich.console import Console
 
     from infra.settings import load_settings
+    from models.calibration import fit_platt
     from models.encoder import default_base_model_dir
     from models.registry import ModelRegistry
-    from models.scorer import sigmoid
     from training.baselines import fit_baselines
     from training.build_dataset import build_dataset
     from training.evaluate import EvalSamples, ModelScores, Section, best_f1_threshold, write_report
@@ -646,9 +647,11 @@ def main(
             fs.config = features
         log(f"track {track}: training the transformer")
         model, train_log = train_transformer(sets["train"], sets["val"], config, log=log)
-        val_scores = sigmoid(predict_logits(model, sets["val"]))
+        val_logits = predict_logits(model, sets["val"])
+        calibration = fit_platt(val_logits, sets["val"].labels, sets["val"].weights)
+        val_scores = calibration.probabilities(val_logits)
         threshold = best_f1_threshold(sets["val"].labels, val_scores, sets["val"].weights)
-        test_scores = sigmoid(predict_logits(model, sets["test"])) if len(sets["test"]) else np.zeros(0)
+        test_scores = calibration.probabilities(predict_logits(model, sets["test"])) if len(sets["test"]) else np.zeros(0)
         name = "transformer" + ("+history" if track == "history" else "")
         models = [ModelScores(name, test_scores, threshold)]
         if config.baselines:
@@ -670,6 +673,7 @@ def main(
             "label": config.dataset.label, "track": track, "feature_config": features.to_dict(),
             "dataset_config": asdict(config.dataset), "data_fingerprint": dataset.fingerprint,
             "dataset_summary": summary, "threshold": threshold, "base_model": str(files.encoder_dir),
+            "calibration": calibration.to_dict(),
             "runtime_encoder": config.runtime_encoder,
             "training": {k: v for k, v in asdict(config).items()
                          if k not in ("dataset", "encoder_dir", "report_dir", "cache_dir")},
@@ -833,14 +837,15 @@ def channel_group(path: Path) -> str:
     return "rbtv" if any("rbtv" in p.lower() for p in parts) else ""
 
 
-def load_streams(settings: Settings, *, files: Sequence[Path] = (), simulate: int = 0, seed: int = 7) -> list[StreamData]:
+def load_streams(settings: Settings, *, files: Sequence[Path] = (), simulate: int = 0, seed: int = 7,
+                 preset: str = "mixed") -> list[StreamData]:
     """Streams from chat files, from the simulator, or (neither given) from PostgreSQL."""
     from training.build_dataset import streams_from_database, streams_from_files, streams_from_simulator
 
     if files:
         return list(streams_from_files(files, group_of=channel_group))
     if simulate:
-        return streams_from_simulator(simulate, seed)
+        return streams_from_simulator(simulate, seed, preset=preset)
     import asyncio
 
     from infra.postgres import create_pool
@@ -861,37 +866,52 @@ def load_streams(settings: Settings, *, files: Sequence[Path] = (), simulate: in
 
 def fit_command(
     ctx: typer.Context,
-    data: Annotated[list[Path] | None, typer.Argument(help="chat files (any supported format); default: PostgreSQL")] = None,
-    label: Annotated[str, typer.Option(help="paid | member | conversion")] = "paid",
-    simulate: Annotated[int, typer.Option(help="train on N simulated streams instead")] = 0,
-    seed: Annotated[int, typer.Option()] = 0,
-    tracks: Annotated[str, typer.Option(help="comma list of chat,history")] = "chat,history",
-    deploy_track: Annotated[str, typer.Option(help="the track --promote makes live")] = "history",
+    data: Annotated[list[Path] | None, typer.Argument(metavar="[FILES]...", help=(
+        "chat files (any supported format); default: the recipe's simulated streams with --simulate, "
+        "else PostgreSQL"))] = None,
+    recipe: Annotated[Path | None, typer.Option(help="training recipe TOML (default: training/configs/donor-default.toml)")]
+    = None,
+    label: Annotated[str | None, typer.Option(metavar="paid|member|conversion", help="what to predict")] = None,
+    simulate: Annotated[int | None, typer.Option(help="train on N simulated streams of the recipe's preset")] = None,
+    preset: Annotated[str | None, typer.Option(help="simulator preset for --simulate (default: the recipe's)")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    tracks: Annotated[str | None, typer.Option(metavar="chat,history", help="comma list of tracks")] = None,
+    deploy_track: Annotated[str | None, typer.Option(metavar="TRACK", help="the track --promote makes live")] = None,
     promote: Annotated[bool, typer.Option("--promote/--no-promote", help="promote the deploy track's version")] = False,
-    n_snapshots: Annotated[int, typer.Option(help="snapshot times per stream")] = 8,
-    max_messages: Annotated[int, typer.Option(help="newest messages per sequence")] = 32,
+    n_snapshots: Annotated[int | None, typer.Option(help="snapshot times per stream")] = None,
+    max_messages: Annotated[int | None, typer.Option(help="newest messages per sequence")] = None,
     max_viewers_per_stream: Annotated[int | None, typer.Option(help="subsample viewers (speed)")] = None,
-    max_epochs: Annotated[int, typer.Option()] = 20,
-    lexical_buckets: Annotated[int, typer.Option(help="hashed word/trigram table rows the model learns (0 = off)")] = 0,
+    max_epochs: Annotated[int | None, typer.Option()] = None,
+    lexical_buckets: Annotated[int | None, typer.Option(help="hashed word/trigram table rows the model learns (0 = off)")] = None,
     encoder: Annotated[Path | None, typer.Option(help="HF checkpoint dir (default: settings.base_model or packaged MiniLM)")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda | auto (classifier training only)")] = "cpu",
+    device: Annotated[str | None, typer.Option(metavar="cpu|cuda|auto", help="classifier training device")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="where to write the test report")] = None,
 ) -> None:
-    """Train the donor classifier (chat-only and with-history tracks) beside its baselines; register it."""
+    """Train the donor classifier (chat-only and with-history tracks) beside its baselines; register it.
+    With no flags it follows training/configs/donor-default.toml; each flag overrides the recipe."""
     from rich.console import Console
     from rich.table import Table
 
     from infra.cli import settings_from
+    from infra.errors import InputError
+    from training.recipe import load_recipe, with_overrides
 
     settings = settings_from(ctx)
-    config = FitConfig(
-        dataset=DatasetConfig(label=label, n_snapshots=n_snapshots, max_messages=max_messages,  # type: ignore[arg-type]
-                              max_viewers_per_stream=max_viewers_per_stream, seed=seed),
-        tracks=tuple(t.strip() for t in tracks.split(",") if t.strip()), deploy_track=deploy_track,
-        promote=promote, max_epochs=max_epochs, lexical_buckets=lexical_buckets, seed=seed, device=device, threads=settings.worker_threads,
-        encoder_dir=encoder or settings.base_model, report_dir=report_dir,
-    )
-    streams = load_streams(settings, files=data or [], simulate=simulate, seed=seed + 7)
+    try:
+        plan = load_recipe(recipe)
+        config = with_overrides(
+            plan.fit, label=label, n_snapshots=n_snapshots, max_messages=max_messages,
+            max_viewers_per_stream=max_viewers_per_stream, seed=seed, max_epochs=max_epochs,
+            lexical_buckets=lexical_buckets, device=device, deploy_track=deploy_track,
+            tracks=tuple(t.strip() for t in tracks.split(",") if t.strip()) if tracks else None,
+        )
+    except (ValueError, OSError) as error:
+        raise InputError(f"training recipe: {error}") from None
+    config = replace(config, promote=promote, threads=settings.worker_threads,
+                     encoder_dir=encoder or settings.base_model, report_dir=report_dir,
+                     note=f"recipe {plan.path.name}")
+    streams = load_streams(settings, files=data or [], simulate=simulate or 0,
+                           seed=plan.simulate_seed if seed is None else seed + 7, preset=preset or plan.preset)
     results = main(config, streams=streams, settings=settings)
     table = Table("track", "version", "val PR-AUC", "test PR-AUC", "test ROC-AUC", "threshold")
     for track, result in results.tracks.items():
