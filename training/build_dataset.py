@@ -38,7 +38,7 @@ LABEL_KINDS: tuple[str, ...] = ("paid", "member", "conversion")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MEMBER_KINDS = frozenset({MessageKind.MEMBERSHIP_NEW, MessageKind.MEMBERSHIP_MILESTONE})
 WXC_INDONESIA_CHANNEL = "UCRBgZ9ondGvlcR-E_snJY2Q"
-SNAPSHOT_MODES = ("grid", "before-paid")
+SNAPSHOT_MODES = ("grid", "messages", "before-paid")
 
 
 # ---------------------------------------------------------------- inputs and configuration
@@ -67,10 +67,12 @@ class DatasetConfig:
     disjoint_viewers: bool = False  # drop training samples of viewers who appear in val/test streams
     held_out: Literal["real-data", "none"] = "real-data"
     seed: int = 0
-    # "grid": n_snapshots times over each stream (training). "before-paid": one sample per viewer,
-    # at their last message before their first paid event (non-payers: their last message), the
-    # evaluation protocol of `donorcast evaluate` and `score --at before-paid`.
-    snapshots: Literal["grid", "before-paid"] = "grid"
+    # "grid": n_snapshots times over each stream. "messages": right after each of the viewer's
+    # messages before the event (at most max_snapshots_per_viewer, drawn at random), the moments the
+    # live agents score. "before-paid": one sample per viewer, at their last message before their
+    # first paid event (non-payers: their last message), the evaluation protocol of
+    # `donorcast evaluate --presets` and `score --at before-paid`.
+    snapshots: Literal["grid", "messages", "before-paid"] = "grid"
 
     def __post_init__(self) -> None:
         if self.label not in LABEL_KINDS:
@@ -335,9 +337,21 @@ def _before_paid_sample(track: ViewerTrack, index: int, config: DatasetConfig) -
                    label=int(track.positive), weight=1.0)]
 
 
+def _message_samples(track: ViewerTrack, index: int, config: DatasetConfig) -> list[Sample]:
+    """Right after each input message before the event; every viewer weighs 1 in total."""
+    ends = list(range(config.min_messages, inputs_before_event(track.seconds, track.event_seconds) + 1))
+    if config.max_snapshots_per_viewer and len(ends) > config.max_snapshots_per_viewer:
+        rng = _rng(config.seed, f"msg|{index}|{track.viewer_id}")
+        ends = sorted(rng.choice(ends, config.max_snapshots_per_viewer, replace=False).tolist())
+    return [Sample(track=index, end=int(end), snapshot_seconds=float(track.seconds[end - 1]) + 1e-3,
+                   label=int(track.positive), weight=1.0 / len(ends)) for end in ends]
+
+
 def _samples_for(track: ViewerTrack, index: int, grid: np.ndarray, config: DatasetConfig) -> list[Sample]:
     if config.snapshots == "before-paid":
         return _before_paid_sample(track, index, config)
+    if config.snapshots == "messages":
+        return _message_samples(track, index, config)
     ends = np.searchsorted(track.seconds, grid, side="left")  # messages strictly before each snapshot
     chosen: list[tuple[int, float]] = []
     previous_end = 0

@@ -158,11 +158,13 @@ def run_preset_eval(settings: Settings, recipe: Recipe, config: PresetEvalConfig
     fit = main(replace(recipe.fit, baselines=False, promote=False, threads=settings.worker_threads,
                        encoder_dir=settings.base_model, note="evaluate --presets"), streams=train, settings=settings)
     train_ds = build_dataset(train, recipe.fit.dataset)  # the fit's dataset: same streams, same config
-    test_ids = {s.stream_id for s in train_ds.streams if s.split == "test"}
+    split_of = {s.stream_id: s.split for s in train_ds.streams}
     label, width = recipe.fit.dataset.label, recipe.fit.dataset.max_messages
     log("simulating the shift and null sets")
     sets = [
-        before_paid_set("in-distribution", [s for s in train if s.stream_id in test_ids], label, width),
+        # validation (before-paid) is where recipes are compared; the other sets are read once
+        before_paid_set("validation", [s for s in train if split_of.get(s.stream_id) == "val"], label, width),
+        before_paid_set("in-distribution", [s for s in train if split_of.get(s.stream_id) == "test"], label, width),
         before_paid_set("shift", streams_from_simulator(config.shift_streams, config.seed + 100, preset="shift"),
                         label, width),
         before_paid_set("null", streams_from_simulator(config.null_streams, config.seed + 200, preset="null"),
