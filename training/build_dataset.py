@@ -32,12 +32,12 @@ import numpy as np
 from infra.events import ChatMessage, MessageKind
 from infra.repository import ViewerHistory
 from models.scorer import FeatureConfig, preprocess_text, seconds_since_start
+from training.held_out import is_held_out
 
 LabelKind = Literal["paid", "member", "conversion"]
 LABEL_KINDS: tuple[str, ...] = ("paid", "member", "conversion")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MEMBER_KINDS = frozenset({MessageKind.MEMBERSHIP_NEW, MessageKind.MEMBERSHIP_MILESTONE})
-WXC_INDONESIA_CHANNEL = "UCRBgZ9ondGvlcR-E_snJY2Q"
 SNAPSHOT_MODES = ("grid", "messages", "before-paid")
 
 
@@ -180,10 +180,8 @@ class Dataset:
 
 def real_data_held_out(info: StreamInfo) -> bool:
     """RBTV 2017-09 and HundredBeans `wxc-indonesia`: evaluation only, never train/val/threshold."""
-    text = f"{info.source} {info.group} {info.stream_id} {info.title}".lower()
-    if "wxc-indonesia" in text or "wxc indonesia" in text or WXC_INDONESIA_CHANNEL.lower() in text:
-        return True
-    return "rbtv" in text and info.start.strftime("%Y-%m") == "2017-09"
+    return is_held_out(stream_id=info.stream_id, channel=info.group, source=info.source, title=info.title,
+                       start=info.start)
 
 
 def assign_splits(streams: list[StreamInfo], config: DatasetConfig) -> None:

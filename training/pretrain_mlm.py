@@ -45,13 +45,16 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from training.held_out import RBTV_HELD_OUT_MONTH, WXC_INDONESIA_CHANNEL, is_held_out
+
 if TYPE_CHECKING:
     import torch
 
 console = Console(stderr=True)
 
-HELD_OUT_STREAM_PREFIXES = ("rbtv-2017-09",)  # RBTV September 2017: evaluation only
-HELD_OUT_CHANNELS = ("UCRBgZ9ondGvlcR-E_snJY2Q",)  # HundredBeans wxc-indonesia: evaluation only
+# The held-out streams are training.held_out's rule; these name them for the exclusion report.
+HELD_OUT_STREAM_PREFIXES = (f"rbtv-{RBTV_HELD_OUT_MONTH}",)
+HELD_OUT_CHANNELS = (WXC_INDONESIA_CHANNEL,)
 
 
 # ---------------------------------------------------------------------------- config
@@ -64,8 +67,9 @@ class PretrainConfig:
     database_url: str | None = None  # set by the CLI; tests pass texts to main() instead
     streams: list[str] = field(default_factory=list)  # explicit stream ids; empty = all not excluded
     stream_fraction: float = 1.0  # seeded random share of the eligible streams
-    exclude_stream_prefixes: list[str] = field(default_factory=lambda: list(HELD_OUT_STREAM_PREFIXES))
-    exclude_channels: list[str] = field(default_factory=lambda: list(HELD_OUT_CHANNELS))
+    # extra exclusions beside the held-out rule, which always applies (training.held_out)
+    exclude_stream_prefixes: list[str] = field(default_factory=list)
+    exclude_channels: list[str] = field(default_factory=list)
     chunk_size: int = 128
     message_max_tokens: int = 64  # one message never takes more than this many tokens
     eval_chunk_fraction: float = 0.05
@@ -153,6 +157,9 @@ class StreamText:
 
 
 def is_excluded(stream: StreamText, config: PretrainConfig) -> bool:
+    """The project's held-out rule (training.held_out), plus any extra exclusions the config names."""
+    if is_held_out(stream_id=stream.stream_id, channel=stream.channel_id or ""):
+        return True
     return stream.stream_id.startswith(tuple(config.exclude_stream_prefixes)) or (
         stream.channel_id is not None and stream.channel_id in config.exclude_channels
     )
