@@ -9,30 +9,39 @@ so simulated streams go through the same reader as real ones. (`--to-kafka`: pub
 
 Generative story
 ----------------
+Every number below in [brackets] is a preset knob (producers/sim_presets.py; `--preset`): `classic`
+(the values shown, every stream 60 min / 300 viewers), `mixed` (the training default: each stream
+draws its length from 20 min - 3 h, its audience from 50 - 800 and its payment timing from
+uniform / front- / back-loaded), `shift` (held back for testing: 2 - 6 h, 200 - 3,000, back-loaded,
+other templates, French, another streamer, a weaker donor signal) and `null` (donors chat exactly
+like everyone else before paying: the leak detector).
+
 1. A channel has a community of `1.5 x viewers` people, shared by all N streams (so the same
-   channel ids come back). Each has a language (en/de/id/es/pt), a heavy-tailed chat rate
+   channel ids come back). Each has a language ([en/de/id/es/pt]), a heavy-tailed chat rate
    (lognormal, median 6 msgs/h, sigma 1.1: most viewers say little, a few say a lot), a habit of
    attending, a paid-membership flag (more likely for active viewers), and a latent generosity
-   (Beta(0.6, 6): most near zero, a long tail). 8% are "superfans" who talk like donors but never
+   (Beta(0.6, 6): most near zero, a long tail). [8%] are "superfans" who talk like donors but never
    pay, and 2 are moderators; the streamer chats as the owner.
 2. Each stream draws `viewers` attendees (weighted by habit); each arrives (60% in the first
-   tenth of the stream) and stays an exponential while, and chats as a Poisson process.
-3. `donor_share` of attendees (default 5%) become this stream's donors. After the first stream,
+   tenth of the stream [60%]) and stays an exponential while, and chats as a Poisson process.
+3. `donor_share` of attendees ([5%]) become this stream's donors. After the first stream,
    each donor slot is filled with probability 0.47 by a viewer who already paid in an earlier
    stream (weighted by generosity), else by a new payer weighted by generosity.
 4. Donation timing and amounts follow the Wings of Redemption Super Chat logs (below): the first
-   payment's position in the stream from their decile histogram, extra payments by the same donor
+   payment's position in the stream from their decile histogram [or a uniform or back-loaded
+   one; `null`: uniform inside the donor's ordinary presence, which is not stretched], extra payments by the same donor
    (1 payment 79%, 2: 13%, 3: 4%, 4: 1.5%, 5: 2.5%) after exponential gaps with a 6 min median.
    Kinds: Super Chat 74%, Super Sticker 12%, gifted memberships 8% (1/5/10/20 gifts), new
    membership 6% (non-members). USD price tier from WoS, shown in the donor's local currency at
    that currency's usual price point (USD, GBP, CAD, AUD, EUR, MXN, IDR, BRL).
-5. BEFORE their first payment, 75% of donors behave differently (learnable, noisy): 1.6x chat
-   rate and a burst of 2-4 extra messages in the 10 minutes before paying; they address the
-   streamer by name 35% of the time (others 12%), and their messages are more often questions
-   (15% vs 6%), requests (12% vs 3%) and praise (23% vs 6%), less often bare reactions. The other
-   25% ("lurker donors") look like everyone else. Superfans use the donor style all stream long
+5. BEFORE their first payment, [75%] of donors behave differently (learnable, noisy): [1.6x] chat
+   rate and a burst of [2-4] extra messages in the 10 minutes before paying; they address the
+   streamer by name [35%] of the time (others [12%]), and their messages are more often questions
+   (15% vs 6%), requests (12% vs 3%) and praise (23% vs 6%), less often bare reactions [style
+   mixes]. The other [25%] ("lurker donors") look like everyone else. In `null` every one of
+   these is neutral: same rate, no burst, same style, no superfans. Superfans use the donor style all stream long
    but never pay, so the style is evidence, not proof.
-6. Text comes from per-language templates with emoji, global emotes, member-only `:_simX:`
+6. Text comes from per-language templates [base or shift set] with emoji, global emotes, member-only `:_simX:`
    emotes (members only), and typos (8% of messages get a swapped, dropped or doubled letter).
    After a payment the streamer thanks the donor and other viewers react.
 

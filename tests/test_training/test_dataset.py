@@ -64,10 +64,11 @@ def _by_id(data: list[StreamData]) -> dict[str, ChatMessage]:
     return {m.message_id: m for s in data for m in s.messages}
 
 
+@pytest.mark.parametrize("snapshots", ["grid", "messages", "before-paid"])
 @pytest.mark.parametrize("label", ["paid", "member", "conversion"])
-def test_no_input_at_or_after_snapshot_and_no_paid_text(label: str) -> None:
+def test_no_input_at_or_after_snapshot_and_no_paid_text(label: str, snapshots: str) -> None:
     data = streams()
-    dataset = build_dataset(data, DatasetConfig(label=label, n_snapshots=6))
+    dataset = build_dataset(data, DatasetConfig(label=label, n_snapshots=6, snapshots=snapshots))  # type: ignore[arg-type]
     messages = _by_id(data)
     assert dataset.samples
     for sample in dataset.samples:
@@ -103,6 +104,31 @@ def test_paid_label_snapshots_stop_at_the_paid_event() -> None:
         if any(x.viewer_id == m.viewer_id and x.is_model_input and x.timestamp < m.timestamp for x in s.messages)
     }
     assert len(donors) >= 3
+
+
+@pytest.mark.parametrize("snapshots", ["messages", "before-paid"])
+def test_message_snapshots_see_nothing_from_the_payment_on(snapshots: str) -> None:
+    """Message-time snapshots: every input strictly before the viewer's first paid event; before-paid
+    is one sample per viewer holding every message before that event (all of a non-payer's)."""
+    data = streams(3)
+    dataset = build_dataset(data, DatasetConfig(label="paid", snapshots=snapshots, max_snapshots_per_viewer=5))  # type: ignore[arg-type]
+    messages = _by_id(data)
+    per_track: dict[int, list] = {}
+    for sample in dataset.samples:
+        per_track.setdefault(sample.track, []).append(sample)
+        track = dataset.tracks[sample.track]
+        if track.event_seconds is not None:
+            assert track.seconds[sample.end - 1] < track.event_seconds
+        assert sample.snapshot_seconds > track.seconds[sample.end - 1]  # just after a message, not an event
+    for index, samples in per_track.items():
+        track = dataset.tracks[index]
+        before = sum(1 for s in track.seconds if track.event_seconds is None or s < track.event_seconds)
+        assert sum(s.weight for s in samples) == pytest.approx(1.0)
+        if snapshots == "before-paid":
+            assert [s.end for s in samples] == [before]
+        else:
+            assert len(samples) == min(before, 5) and max(s.end for s in samples) <= before
+    assert all(messages[mid].is_model_input for t in dataset.tracks for mid in t.message_ids)
 
 
 def test_member_and_conversion_labels() -> None:

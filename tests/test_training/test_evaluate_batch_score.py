@@ -70,3 +70,58 @@ def test_score_reports_a_missing_model(tmp_path) -> None:
     result = CliRunner().invoke(build_app(), ["--state-dir", str(tmp_path / "empty"), "score", str(path)])
     assert result.exit_code != 0
     assert "no promoted model" in str(result.exception) + result.output
+
+
+def test_score_at_each_message_and_before_paid(tmp_path) -> None:
+    """--at each-message: one row per model-input message, n_messages counting up; --at before-paid:
+    payers scored after their last message before paying (never at or after the payment), everyone
+    else after their last message; both agree with --at end where the snapshots coincide."""
+    settings, results, _ = fitted()
+    version = results.tracks["chat"].version
+    (stream,) = simulate(1, 78, viewers=60, minutes=30, donor_share=0.15)
+    path = write_simulated(stream, tmp_path / f"{stream.stream_id}.json")
+
+    def run(at: str) -> list[dict]:
+        out = tmp_path / f"{at}.jsonl"
+        result = CliRunner().invoke(build_app(), ["--state-dir", str(settings.state_dir), "score", str(path),
+                                                  "--model", version.version, "--out", str(out), "--at", at])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    inputs: dict[str, list[ChatMessage]] = {}
+    for m in stream.messages:
+        if m.is_model_input:
+            inputs.setdefault(m.viewer_id, []).append(m)
+    each = run("each-message")
+    assert sorted((r["viewer_id"], r["n_messages"]) for r in each) == sorted(
+        (viewer, n) for viewer, mine in inputs.items() for n in range(1, len(mine) + 1))
+    for row in each:
+        assert row["snapshot_time"] == inputs[row["viewer_id"]][row["n_messages"] - 1].timestamp.isoformat()
+
+    before = {r["viewer_id"]: r for r in run("before-paid")}
+    by_snapshot = {(r["viewer_id"], r["n_messages"]): r["score"] for r in each}
+    for viewer, mine in inputs.items():
+        paid = stream.first_donation_time(viewer)
+        seen = [m for m in mine if paid is None or m.timestamp < paid]
+        if not seen:
+            assert viewer not in before  # paid before saying anything: nothing to score beforehand
+            continue
+        row = before[viewer]
+        assert row["n_messages"] == len(seen) and row["snapshot_time"] == seen[-1].timestamp.isoformat()
+        assert paid is None or seen[-1].timestamp < paid
+        assert abs(row["score"] - by_snapshot[(viewer, len(seen))]) <= 1e-4
+
+    end = {r["viewer_id"]: r for r in run("end")}
+    assert {v: r["n_messages"] for v, r in end.items()} == {v: len(m) for v, m in inputs.items()}
+    for viewer, row in end.items():
+        assert abs(row["score"] - by_snapshot[(viewer, row["n_messages"])]) <= 1e-4
+
+
+def test_score_rejects_an_unknown_mode(tmp_path) -> None:
+    settings, results, _ = fitted()
+    path = tmp_path / "s.json"
+    write_chat_downloader_json(synthetic_stream(0, seed=3, n_viewers=3).messages, path)
+    result = CliRunner().invoke(build_app(), ["--state-dir", str(settings.state_dir), "score", str(path),
+                                              "--model", results.tracks["chat"].version.version, "--at", "later"])
+    assert result.exit_code != 0
+    assert "--at must be one of end, each-message, before-paid" in str(result.exception) + result.output
