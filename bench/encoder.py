@@ -250,7 +250,7 @@ def run(config: EncoderBenchConfig, settings: Settings, out: Path | None = None)
     from bench.messages import encoder_texts
     from models.encoder import MessageEncoder, default_base_model_dir
     from models.onnx_encoder import OnnxEncoder
-    from training.train_classifier import prepare_encoder
+    from training.embeddings import prepare_encoder
 
     recorder = Recorder("encoder", {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()})
     if config.messages < EncoderBenchConfig().messages:

@@ -184,7 +184,9 @@ def run_classifier(config: TrainingBenchConfig, settings: Settings, model_dir: P
 
     from training.build_dataset import build_dataset, streams_from_simulator
     from training.demo_model import DEMO_SEED, demo_fit_config
-    from training.train_classifier import build_features, load_embedder, prepare_encoder, train_transformer
+    from training.embeddings import load_embedder, prepare_encoder
+    from training.features import build_features
+    from training.train_classifier import train_transformer
 
     torch.set_num_threads(config.threads)
     fit = replace(demo_fit_config(settings, progress=False), max_epochs=config.classifier_epochs,

@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
     # training: offline jobs
     "pretrain": "training.pretrain_mlm:pretrain_command",
     "analyze": "training.coherence:analyze_app",
-    "fit": "training.train_classifier:fit_command",
+    "fit": "training.fit_command:fit_command",
     "evaluate": "training.evaluate:evaluate_command",
     "score": "training.batch_score:score_command",
     "export": "training.export_onnx:export_command",

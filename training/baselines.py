@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from models.scorer import _emote_ratio, history_vector
 from training.build_dataset import Dataset, Sample
+from training.features import FeatureSet
 
 C_GRID = (0.1, 1.0, 10.0)
 ACTIVITY_FEATURES = (
@@ -148,3 +149,16 @@ def fit_baselines(
         column = 2 if label == "paid" else 4  # past paid events / was a member (models.scorer.history_vector)
         out["history_rule"] = {split: (d.history[:, column] > 0).astype(np.float64) for split, d in splits.items()}
     return out
+
+
+def baseline_splits(dataset: Dataset, sets: dict[str, FeatureSet], max_messages: int) -> dict[str, SplitData]:
+    """What each baseline may read about the samples of each named feature set."""
+    return {
+        name: SplitData(
+            activity=activity_features(dataset, fs.samples), texts=window_texts(dataset, fs.samples, max_messages),
+            all_texts=window_texts(dataset, fs.samples, None),
+            mean_embeddings=fs.mean_embeddings(), history=history_matrix(dataset, fs.samples),
+            labels=fs.labels.astype(np.int64), weights=fs.weights.astype(np.float64),
+        )
+        for name, fs in sets.items() if len(fs)
+    }

@@ -75,7 +75,7 @@ def score_streams(
     snapshot's input is exactly what the live agents hold then: the newest `max_messages` messages
     before it, their message numbers in the stream, and the gap from the message before the window."""
     from models.scorer import sequence_input
-    from training.train_classifier import embed_texts
+    from training.embeddings import embed_texts
 
     config = scorer.feature_config
     # The dataset code does the preprocessing (model's label => same member-signal stripping) and history.
@@ -120,7 +120,7 @@ def score_files(paths: Sequence[Path], scorer: Any, out: Path, *, cache: Any = N
                 at: str = "end") -> int:
     """Write one JSON line per (stream, viewer, snapshot); returns the number of lines."""
     from training.build_dataset import streams_from_files
-    from training.train_classifier import channel_group
+    from training.sources import channel_group
 
     out.parent.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -147,8 +147,8 @@ def score_command(
 
     from infra.cli import settings_from
     from models.scorer import DonorScorer
+    from training.embeddings import EmbeddingCache
     from training.evaluate import resolve_version
-    from training.train_classifier import EmbeddingCache
 
     settings = settings_from(ctx)
     version = resolve_version(settings, model)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -35,7 +35,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from training.build_dataset import Dataset, Sample
+from training.build_dataset import Dataset, DatasetConfig, Sample, StreamData
+from training.embeddings import EmbeddingCache
+from training.features import FeatureSet, build_features
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
+    from models.registry import ModelVersion
 
 KS = (10, 50)
 
@@ -269,6 +275,70 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- scoring a registered version
+
+def version_features(
+    version: ModelVersion, dataset: Dataset, samples: Sequence[Sample], cache_dir: Path, *, threads: int = 1,
+    progress: bool = False,
+) -> tuple[Any, FeatureSet]:
+    """(DonorScorer, features) for a version on a dataset built with the same label."""
+    from infra.errors import InputError
+    from models.scorer import DonorScorer
+
+    scorer = DonorScorer.load(version, threads=threads)
+    if scorer.feature_config.label != dataset.config.label:
+        raise InputError(f"model {version.version} predicts {scorer.feature_config.label!r}, "
+                         f"the dataset is labelled {dataset.config.label!r}")
+    cache = EmbeddingCache(cache_dir, version.manifest.get("encoder_key", version.version))
+    embed = lambda texts: scorer.encoder.embed(list(texts))  # noqa: E731 - texts are preprocessed already
+    return scorer, build_features(dataset, samples, scorer.feature_config, embed, cache, progress=progress)
+
+
+def score_version(version: ModelVersion, dataset: Dataset, samples: Sequence[Sample], cache_dir: Path,
+                  *, threads: int = 1) -> np.ndarray:
+    """Probabilities of a registered version through DonorScorer (ONNX): the live path."""
+    scorer, features = version_features(version, dataset, samples, cache_dir, threads=threads)
+    return scorer.score([features.sequence(i) for i in range(len(features))])
+
+
+def evaluate_version(settings: Settings, version: ModelVersion, streams: Iterable[StreamData], *,
+                     out_dir: Path, baselines: bool = True, cache_dir: Path | None = None) -> Path:
+    """Rebuild the version's dataset from `streams`, score its test split via ONNX, refit baselines."""
+    from training.baselines import baseline_splits, fit_baselines
+    from training.build_dataset import build_dataset
+
+    dataset = build_dataset(streams, DatasetConfig(**version.manifest["dataset_config"]))
+    split = {name: [dataset.samples[i] for i in dataset.indices(name)] for name in ("train", "val", "test")}
+    if not split["test"]:
+        from infra.errors import InputError
+
+        raise InputError("the data has no test split (too few streams)")
+    cache_dir = cache_dir or settings.state_dir / "cache"
+    scorer, test_features = version_features(version, dataset, split["test"], cache_dir)
+    scores = scorer.score([test_features.sequence(i) for i in range(len(test_features))])
+    track = version.manifest.get("track", "chat")
+    name = "transformer" + ("+history" if track == "history" else "")
+    models = [ModelScores(f"{name} ({version.version})", scores, scorer.threshold)]
+    if baselines and {s.label for s in split["train"]} == {0, 1} and split["val"]:
+        _, features = version_features(version, dataset, split["train"] + split["val"] + split["test"], cache_dir)
+        sets = {n: features.subset(split[n]) for n in ("train", "val", "test")}
+        splits = baseline_splits(dataset, sets, scorer.feature_config.max_messages)
+        found = fit_baselines(splits["train"], splits["val"], {"test": splits["test"]}, with_history=track == "history",
+                              label=dataset.config.label)
+        for base, by_split in found.items():
+            models.append(ModelScores(base, by_split["test"],
+                                      best_f1_threshold(splits["val"].labels, by_split["val"], splits["val"].weights)))
+    samples = EvalSamples.from_dataset(dataset, split["test"])
+    sections = [Section("all test viewers", samples, models, plot_key=track)]
+    if samples.new_viewer.any():
+        mask = samples.new_viewer
+        sections.append(Section("new viewers only", samples.subset(mask),
+                                [ModelScores(m.name, m.scores[mask], m.threshold) for m in models]))
+    return write_report(out_dir, f"Evaluation of {version.version}", sections, label=dataset.config.label,
+                        notes=[f"dataset fingerprint `{dataset.fingerprint}`",
+                               "model scored through DonorScorer (int8 ONNX encoder + ONNX classifier)"])
+
+
 # ---------------------------------------------------------------- command
 
 def evaluate_command(
@@ -291,7 +361,7 @@ def evaluate_command(
     from rich.console import Console
 
     from infra.cli import settings_from
-    from training.train_classifier import evaluate_version, load_streams
+    from training.sources import load_streams
 
     settings = settings_from(ctx)
     if presets:

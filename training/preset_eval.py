@@ -83,20 +83,20 @@ def before_paid_set(name: str, streams: list[StreamData], label: str, max_messag
 def score_sets(settings: Settings, version: ModelVersion, train_ds: Dataset, sets: list[EvalSet], *,
                with_history: bool, cache_dir: Path, seed: int, log: Any) -> dict[str, dict[str, np.ndarray]]:
     """{set name: {model name: scores}} for the version and every baseline, on each set's rows."""
-    from training.baselines import fit_baselines
-    from training.train_classifier import _baseline_splits, version_features
+    from training.baselines import baseline_splits, fit_baselines
+    from training.evaluate import version_features
 
     out: dict[str, dict[str, np.ndarray]] = {s.name: {} for s in sets}
     for eval_set in sets:
         scorer, features = version_features(version, eval_set.dataset, eval_set.samples, cache_dir)
         out[eval_set.name]["model"] = scorer.score([features.sequence(i) for i in range(len(features))])
         out[eval_set.name]["count"] = np.asarray([s.end for s in eval_set.samples], dtype=np.float64)
-        eval_set.baseline_data = _baseline_splits(eval_set.dataset, {"x": features},
+        eval_set.baseline_data = baseline_splits(eval_set.dataset, {"x": features},
                                                   scorer.feature_config.max_messages)["x"]
     split = {n: [train_ds.samples[i] for i in train_ds.indices(n)] for n in ("train", "val")}
     _, features = version_features(version, train_ds, split["train"] + split["val"], cache_dir)
     train_sets = {n: features.subset(split[n]) for n in ("train", "val")}
-    baseline_data = _baseline_splits(train_ds, train_sets, features.config.max_messages)
+    baseline_data = baseline_splits(train_ds, train_sets, features.config.max_messages)
     log(f"baselines on {len(split['train'])} training samples")
     found = fit_baselines(baseline_data["train"], baseline_data["val"], {s.name: s.baseline_data for s in sets},
                           with_history=with_history, label=train_ds.config.label, seed=seed, progress=log,
@@ -111,7 +111,7 @@ def score_sets(settings: Settings, version: ModelVersion, train_ds: Dataset, set
 def calibration_on_test(version: ModelVersion, train_ds: Dataset, cache_dir: Path, out_dir: Path) -> dict[str, Any]:
     """ECE and reliability of the version's probabilities on the fit's (grid) test split."""
     from models.calibration import expected_calibration_error, reliability_table
-    from training.train_classifier import score_version
+    from training.evaluate import score_version
 
     samples = [train_ds.samples[i] for i in train_ds.indices("test")]
     probabilities = score_version(version, train_ds, samples, cache_dir)

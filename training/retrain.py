@@ -72,8 +72,9 @@ def retrain(
 ) -> RetrainDecision:
     from models.registry import ModelRegistry
     from training.build_dataset import build_dataset
-    from training.evaluate import EvalSamples, compute_metrics
-    from training.train_classifier import load_streams, main, score_version, update_manifest
+    from training.evaluate import EvalSamples, compute_metrics, score_version
+    from training.sources import load_streams
+    from training.train_classifier import main, update_manifest
 
     registry = ModelRegistry(settings.registry_dir)
     champion = registry.promoted()

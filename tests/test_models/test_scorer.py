@@ -11,7 +11,8 @@ from models.classifier import leave_one_out, load_classifier
 from models.scorer import DonorScorer, FeatureConfig, preprocess_text, seconds_since_start, sequence_input
 from tests.test_training.test_fit_support import fitted, shared_cache
 from training.build_dataset import DatasetConfig, build_dataset
-from training.train_classifier import _tensors, version_features
+from training.evaluate import version_features
+from training.train_classifier import _tensors
 
 torch.set_num_threads(1)
 

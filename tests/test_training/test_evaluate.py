@@ -14,11 +14,11 @@ from training.evaluate import (
     Section,
     best_f1_threshold,
     compute_metrics,
+    evaluate_version,
     lead_times,
     precision_at_k,
     write_report,
 )
-from training.train_classifier import evaluate_version
 
 
 def _samples(**columns) -> EvalSamples:
@@ -105,7 +105,7 @@ def test_evaluate_version_scores_through_onnx_beside_baselines(tmp_path) -> None
 def test_evaluate_refuses_a_dataset_with_another_label(tmp_path) -> None:
     from infra.errors import InputError
     from training.build_dataset import DatasetConfig, build_dataset
-    from training.train_classifier import version_features
+    from training.evaluate import version_features
 
     _, results, _ = fitted()
     dataset = build_dataset(synthetic_streams(3, seed=5), DatasetConfig(label="member", held_out="none"))

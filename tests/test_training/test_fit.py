@@ -8,7 +8,7 @@ import numpy as np
 
 from models.registry import ModelRegistry
 from tests.test_training.test_fit_support import fitted
-from training.train_classifier import EmbeddingCache, embed_texts
+from training.embeddings import EmbeddingCache, embed_texts
 
 
 def test_transformer_beats_activity_baseline_with_a_clear_margin() -> None:
@@ -97,7 +97,7 @@ def test_packed_batches_carry_the_same_lexical_ids_as_the_live_path() -> None:
     from models.scorer import sequence_input
     from tests.test_training.test_fit_support import simulator_streams
     from training.build_dataset import DatasetConfig, build_dataset
-    from training.train_classifier import build_features
+    from training.features import build_features
 
     dataset = build_dataset(simulator_streams(n=3, viewers=30), DatasetConfig(label="paid", n_snapshots=4,
                                                                                max_messages=8, held_out="none"))

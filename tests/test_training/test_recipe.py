@@ -14,8 +14,9 @@ from models.registry import ModelRegistry
 from models.scorer import FeatureConfig
 from tests.test_training.test_fit_support import shared_cache
 from training.build_dataset import streams_from_simulator
+from training.evaluate import version_features
 from training.recipe import DEFAULT_RECIPE, demo_config, load_recipe, with_overrides
-from training.train_classifier import main, predict_logits, version_features
+from training.train_classifier import main, predict_logits
 
 
 def test_default_recipe_is_what_fit_and_the_demo_use() -> None:
@@ -24,7 +25,7 @@ def test_default_recipe_is_what_fit_and_the_demo_use() -> None:
     assert recipe.fit.tracks == ("chat", "history") and recipe.fit.dataset.label == "paid"
     demo, streams, seed = demo_config(recipe)
     assert demo.tracks == ("chat",) and demo.dataset.held_out == "none" and demo.dataset.seed == seed == demo.seed
-    assert streams == 8 and demo.d_model == 64
+    assert streams == 12 and demo.d_model == 64
     assert FeatureConfig().clock == "recency"  # new versions never see seconds since stream start
 
 
