@@ -26,7 +26,9 @@ def test_demo_model_is_trained_once_and_promoted(tmp_path) -> None:
     assert ModelRegistry(settings.registry_dir).promoted().version == version.version
     assert version.manifest["track"] == "chat" and "demo model" in version.manifest["notes"]
     assert first_call < 180, f"demo model took {first_call:.0f} s"
-    assert version.manifest["metrics"]["val_pr_auc"] > 0.2
+    val = version.manifest["dataset_summary"]["val"]
+    payer_share = val["positives"] / val["samples"]  # what a random ranking's PR-AUC comes to
+    assert version.manifest["metrics"]["val_pr_auc"] > 2 * payer_share
 
     started = time.perf_counter()
     assert ensure_demo_model(settings, progress=False).version == version.version
