@@ -34,9 +34,12 @@ def test_onnx_scorer_matches_pytorch_on_the_same_inputs() -> None:
         assert scorer.embedding_dim == features.embeddings.shape[1] == 384
         model = load_classifier(version.file("classifier_pt"))
         with torch.no_grad():
-            expected = torch.sigmoid(model(**_tensors(features.feed(range(len(features))), "cpu"))).numpy()
-        got = scorer.score([features.sequence(i) for i in range(len(features))])
-        np.testing.assert_allclose(got, expected, atol=1e-5)  # one padded batch of all viewers
+            logits = model(**_tensors(features.feed(range(len(features))), "cpu")).numpy()
+        sequences = [features.sequence(i) for i in range(len(features))]
+        np.testing.assert_allclose(scorer.logits(sequences), logits, atol=1e-4)  # one padded batch of all viewers
+        # The served probability is the validation-fitted Platt map of that same logit.
+        assert scorer.calibration.method == "platt"
+        np.testing.assert_allclose(scorer.score(sequences), scorer.calibration.probabilities(logits), atol=1e-5)
 
 
 def test_padding_in_a_batch_changes_nothing() -> None:
