@@ -4,6 +4,10 @@ The graphs written by training.export_onnx take (input_ids, attention_mask) and 
 "embeddings" (B, H). A graph that returns token states (B, T, H) instead (e.g. one exported by
 another tool) is pooled here in numpy, so either works.
 
+A message's vector does not depend on what it is batched with: the int8 file quantises activations
+with one scale per row (training.export_onnx.quantize_int8), so the worker's length-sorted pieces of
+8, training's batches of 64 and a single message all give the same vector (to fp32 rounding, ~1e-7).
+
 One intra-op thread and sequential execution by default: the stream workers scale by processes, and
 the machine's cores are shared.
 """

@@ -1,8 +1,9 @@
 """A bounded text -> embedding cache (least recently used out first).
 
 Chat repeats itself: in the real logs about 12% of model-input messages repeat a text seen in the
-previous 10k messages (emote spam, "gg", "lol"), and a deterministic encoder gives the same vector
-for the same text, so the worker skips the encoder for them. One cache belongs to one loaded model:
+previous 10k messages (emote spam, "gg", "lol"), and the encoder gives the same vector for the same
+text whatever it is batched with (per-row int8 scales), so the worker skips the encoder for them and
+a cached vector equals a fresh one. One cache belongs to one loaded model:
 a hot swap to another encoder starts an empty one, so vectors of two encoders never mix.
 """
 
