@@ -50,9 +50,11 @@ class EncoderFiles:
 
 def prepare_encoder(encoder_dir: Path, cache_dir: Path, max_length: int = 64) -> EncoderFiles:
     """fp32 + int8 ONNX exports of a checkpoint, made once per checkpoint and kept in the cache."""
-    from training.export_onnx import export_encoder_onnx, quantize_int8
+    from training.export_onnx import INT8_METHOD, export_encoder_onnx, quantize_int8
 
-    key = encoder_fingerprint(encoder_dir, max_length)
+    # The quantisation method is part of the key: an export (and its cached vectors) made with an
+    # older, batch-dependent int8 method must never be reused for this one.
+    key = f"{encoder_fingerprint(encoder_dir, max_length)}-{INT8_METHOD}"
     folder = Path(cache_dir) / "onnx" / key
     fp32, int8 = folder / "encoder.onnx", folder / "encoder.int8.onnx"
     if not int8.is_file():

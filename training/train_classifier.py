@@ -71,9 +71,8 @@ class FitConfig:
     # encoder and runtime
     encoder_dir: Path | None = None  # default: packaged all-MiniLM-L6-v2
     encoder_max_length: int = 64
-    # The encoder file training embeds with and DonorScorer loads. int8 is faster, but ONNX Runtime's
-    # dynamic quantisation scales activations per batch tensor, so a text's vector depends a little
-    # on the texts batched with it; "encoder_onnx" (fp32) is batch-invariant.
+    # The encoder file training embeds with and DonorScorer loads. Both are batch-invariant (the int8
+    # export scales activations per row, training/export_onnx.py); int8 is the faster one.
     runtime_encoder: Literal["encoder_onnx_int8", "encoder_onnx"] = "encoder_onnx_int8"
     embed_batch_size: int = 64
     threads: int = 1
