@@ -41,10 +41,18 @@ events), data (what the page shows), queries (PostgreSQL), encode (JSON, CSV, re
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
+from infra.errors import InputError
 from infra.settings import Settings
-from stream_agents.dashboard.access import check_bind, dashboard_token, is_loopback, token_middleware
+from stream_agents.dashboard.access import (
+    AccessPolicy,
+    access_middleware,
+    check_bind,
+    dashboard_token,
+    is_loopback,
+)
 from stream_agents.dashboard.data import DashboardData, degraded
 from stream_agents.dashboard.encode import csv_cell, to_csv
 from stream_agents.dashboard.feed import SUMMARY_SECONDS, LiveFeed
@@ -60,13 +68,13 @@ __all__ = ["SUMMARY_SECONDS", "DashboardData", "Database", "check_bind", "csv_ce
 
 def register_dashboard(app: faust.App, settings: Settings, database_url: str | None, *,
                        runtime: Any = None) -> DashboardRoutes:
-    """Add the dashboard routes (and, with a token, the token check on every route) to the worker's
-    web server. Raises InputError for a non-loopback bind without a token, before anything starts."""
+    """Add the dashboard routes and the access rules (Host, Origin, paths, token: see access.py) to the
+    worker's web server. Raises InputError for a non-loopback bind without a good token, before anything
+    starts; the same rule runs again on the address faust finally binds, just before it listens."""
     check_bind(settings)
     web_app = app.web.web_app  # type: ignore[attr-defined] - faust's aiohttp driver
-    token = dashboard_token(settings)
-    if token is not None:
-        web_app.middlewares.append(token_middleware(token))
+    web_app.middlewares.insert(0, access_middleware(AccessPolicy.from_settings(settings)))
+    web_app.on_startup.append(lambda _: refuse_unsafe_bind(settings, app.conf.web_bind))
     data = DashboardData(Database(database_url), runtime=runtime)
     routes = DashboardRoutes(data, LiveFeed(data))
     routes.add_to(web_app.router)
@@ -76,3 +84,13 @@ def register_dashboard(app: faust.App, settings: Settings, database_url: str | N
         await routes.close()
 
     return routes
+
+
+async def refuse_unsafe_bind(settings: Settings, bound: str) -> None:
+    """The bind rule on the address really bound (`--web-bind` sets it after the app was built). Runs in
+    the web server's startup, before its socket opens: the process stops with one line, no traceback."""
+    try:
+        check_bind(settings, bound)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None  # not a crash to log with a traceback: the worker stops
