@@ -72,7 +72,8 @@ def check_token(token: str | None) -> None:
 
 
 def describe_host(host: str) -> str:
-    return f"{host!r} (all interfaces)" if host.strip("[]") in ("", "0.0.0.0", "::") else repr(host)  # noqa: S104
+    wildcard = host.strip("[]") in ("", "0.0.0.0", "::")  # noqa: S104 - naming, not binding
+    return f"{host!r} (not a loopback address: all interfaces)" if wildcard else f"{host!r} (not a loopback address)"
 
 
 def check_bind(settings: Settings, host: str | None = None) -> None:
@@ -83,7 +84,7 @@ def check_bind(settings: Settings, host: str | None = None) -> None:
     check_token(token)
     if not is_loopback(host) and token is None:
         raise InputError(
-            f"refusing to serve the dashboard on {describe_host(host)} (not a loopback address) without an "
+            f"refusing to serve the dashboard on {describe_host(host)} without an "
             f"access token: set DONORCAST_DASHBOARD_TOKEN to a random string of at least {MIN_TOKEN_CHARS} "
             "characters, or bind to 127.0.0.1 or ::1 (DONORCAST_WEB_HOST, --web-bind)"
         )

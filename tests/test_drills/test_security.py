@@ -238,8 +238,8 @@ def _is_number(cell: str) -> bool:
 BIND_CASES = {  # name -> (DONORCAST_* settings, extra worker arguments, what the one-line error says)
     "env 0.0.0.0": ({"WEB_HOST": "0.0.0.0"}, [], "not a loopback address"),  # noqa: S104 - the point
     "env 0.0.0.0, empty token": ({"WEB_HOST": "0.0.0.0", "DASHBOARD_TOKEN": ""}, [], "not a loopback address"),
-    "env ::": ({"WEB_HOST": "::"}, [], "(all interfaces) (not a loopback address)"),
-    "env empty host": ({"WEB_HOST": ""}, [], "(all interfaces) (not a loopback address)"),
+    "env ::": ({"WEB_HOST": "::"}, [], "(not a loopback address: all interfaces)"),
+    "env empty host": ({"WEB_HOST": ""}, [], "(not a loopback address: all interfaces)"),
     "--web-bind 0.0.0.0": ({"WEB_HOST": "127.0.0.1"}, ["--web-bind", "0.0.0.0"], "not a loopback address"),
     "token 'a'": ({"WEB_HOST": "0.0.0.0", "DASHBOARD_TOKEN": "a"}, [], "too short (1 characters"),
     "token of three spaces": ({"WEB_HOST": "0.0.0.0", "DASHBOARD_TOKEN": "   "}, [], "whitespace"),
