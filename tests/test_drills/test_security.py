@@ -201,7 +201,7 @@ async def test_every_text_cell_of_the_exports_is_neutralised(pool: asyncpg.Pool,
 
     starts = ("=", "+", "-", "@", "\t", "\r")
     stream = "=cmd|' /C calc'!A0"
-    cells = [f"{s}HYPERLINK(\"http://evil.example\")" for s in starts]
+    cells = [f"{s}HYPERLINK(\"http://evil.example\")" for s in starts] + ["@nova_fan"]  # a handle stays as is
     await upsert_stream(pool, platform="youtube", stream_id=stream, title="@SUM(1+1)*cmd", url="-2+3")
     messages = [ChatMessage(stream_id=stream, message_id=f"m{i}", timestamp=T0 + timedelta(seconds=i),
                             author_id=cell, author_name=cell, text=cell) for i, cell in enumerate(cells)]
@@ -221,8 +221,11 @@ async def test_every_text_cell_of_the_exports_is_neutralised(pool: asyncpg.Pool,
             assert len(rows) > 1
             for row in rows[1:]:
                 for cell in row:
-                    assert not cell.startswith(starts) or _is_number(cell), f"{export}: live formula {cell!r}"
+                    assert not cell.startswith(starts) or _is_number(cell) or cell == "@nova_fan", \
+                        f"{export}: live formula {cell!r}"
             assert any(cell.startswith("'=") for row in rows[1:] for cell in row), "nothing was neutralised?"
+            if export == "leaderboard":
+                assert "@nova_fan" in {row[1] for row in rows[1:]} & {row[2] for row in rows[1:]}  # id and name
             response = await client.get(f"/api/export/{export}.json", params={"stream": stream, "k": "100"})
             assert response.content_type == "application/json"  # data, never a page
 
