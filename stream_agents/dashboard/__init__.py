@@ -28,12 +28,18 @@ JSON API (GET; `stream` is a stream id, `k` the leaderboard size, 1..100 live, 1
     /api/export/leaderboard.csv|.json    ?stream=&k=: the current leaderboard as a download
     /api/export/summary.csv|.json        ?stream=&k=: the per-stream summary as a download
 
-Security: chat text and names are data; the page renders them with textContent only, responses carry a
-strict Content-Security-Policy, CSV cells that a spreadsheet would run as a formula (= + - @, tab, CR)
-get a leading apostrophe. Binding to a non-loopback address needs DONORCAST_DASHBOARD_TOKEN; when a
-token is set, every route but /healthz, /metrics and /metrics/summary (counters, no chat or viewer data)
-requires it as `Authorization: Bearer <token>`, `X-Donorcast-Token: <token>`, `?token=<token>`, or the
-HttpOnly SameSite=Strict cookie the server sets after the first authorised request.
+Security (details and reasons in access.py): chat text and names are data; the page renders them with
+textContent only, responses carry a strict Content-Security-Policy, CSV cells a spreadsheet would run as
+a formula get a leading apostrophe (@handles and numbers stay as they are). Only the Host names
+127.0.0.1/localhost/[::1] on the listening port (and DONORCAST_PUBLIC_URL's host with a token) are
+answered (421 otherwise); requests a browser sent from another origin are 403; anything but GET/HEAD/
+OPTIONS must be application/json (415); faust's own views (/, /table/, /router/) are not served.
+Binding to a non-loopback address, however it is set, needs DONORCAST_DASHBOARD_TOKEN (16+ characters);
+with a token, every route but /healthz, /metrics and /metrics/summary (counters, no chat or viewer
+data) requires it as `Authorization: Bearer <token>`, `X-Donorcast-Token: <token>`, `?token=<token>`,
+or the HttpOnly SameSite=Strict cookie (Secure behind https) set after the first authorised request.
+Bad parameters (control characters, an export k outside 1..1000) and values PostgreSQL refuses are 400;
+an export of an unknown stream is 404.
 
 Modules, in the order a request meets them: access (bind and token), routes (HTTP), feed (live
 events), data (what the page shows), queries (PostgreSQL), encode (JSON, CSV, response headers).
