@@ -126,6 +126,9 @@ def worker_command(
     from infra.services import running_services
 
     settings = settings_from(ctx)
+    from stream_agents.dashboard import check_bind
+
+    check_bind(settings)  # before any service starts; each worker checks again on the address it binds
     if workers > settings.topic_partitions:
         console.print(f"[yellow]{workers} workers but {settings.topic_partitions} partitions: "
                       f"{workers - settings.topic_partitions} will stay idle (standby)[/yellow]")

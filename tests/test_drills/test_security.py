@@ -290,6 +290,21 @@ def test_the_worker_process_refuses_a_public_bind_without_a_good_token(case: str
     assert "Traceback" not in text and "ValueError" not in text, text[-3000:]
 
 
+def test_the_worker_command_refuses_a_public_bind_before_starting_any_service(tmp_path: Path) -> None:
+    """`donorcast worker` (the supervisor) says no before it starts embedded Kafka or PostgreSQL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DONORCAST_")}
+    env.update({"DONORCAST_STATE_DIR": str(tmp_path / "state"), "DONORCAST_WEB_HOST": "::",
+                "PYTHONPATH": str(REPO_ROOT)})
+    result = subprocess.run(  # noqa: S603 - our interpreter, fixed argv
+        [sys.executable, "-m", "infra.cli", "worker"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, stdin=subprocess.DEVNULL,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert "not a loopback address" in " ".join(output.split()) and "Traceback" not in output, output[-2000:]
+    assert not (tmp_path / "state" / "run").exists()  # no service was started
+
+
 def http(port: int, method: str, path: str, body: bytes | None = None, **headers: str) -> tuple[int, dict[str, str], str]:
     """One raw request (http.client sends our Host and Origin headers as given)."""
     import http.client
