@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     computed_field,
     field_validator,
     model_validator,
@@ -25,6 +26,23 @@ from pydantic import (
 MAX_TEXT_CHARS = 4000  # YouTube caps chat at 200 chars; anything longer is a broken or hostile record
 EARLIEST_TIMESTAMP = datetime(2005, 1, 1, tzinfo=UTC)  # before YouTube existed: a unit bug, not chat
 FUTURE_TOLERANCE = timedelta(days=2)
+# Bounds on every number that is stored or summed: a value outside them is a broken or hostile record
+# (two amounts of 1.7e308 overflow PostgreSQL's sum and break a stream's summary for good).
+MAX_EVENT_USD = 100_000.0  # one payment; YouTube caps a Super Chat at 500 USD, Twitch and others stay far below
+MAX_EVENT_UNITS = 1e10  # one payment in a currency without a rate (e.g. LBP, IRR): still far above any real one
+MAX_EVENT_COUNT = 1e7  # bits, gifted memberships and subs: a count, currency XXX
+MAX_OFFSET_SECONDS = 10 * 366 * 86400.0  # a stream older than ten years (either side of its start)
+MAX_INT32 = 2**31 - 1  # PostgreSQL integer columns (rank, n_messages)
+
+
+def max_amount(currency: str | None) -> float:
+    """The largest amount one event may carry in this currency (per-currency table in infra.money)."""
+    from infra.money import USD_PER_UNIT  # infra.money imports this module
+
+    if currency is None or currency == "XXX":
+        return MAX_EVENT_COUNT
+    rate = USD_PER_UNIT.get(currency)
+    return MAX_EVENT_USD / rate if rate else MAX_EVENT_UNITS
 
 
 class MessageKind(StrEnum):
@@ -67,15 +85,20 @@ Platform = Literal["youtube", "twitch", "other"]
 
 # U+0000 cannot be stored in PostgreSQL text and lone surrogates cannot be encoded as UTF-8 JSON:
 # one such character would fail a whole COPY batch or a Kafka send. They never occur in real chat
-# text, so they become U+FFFD and the rest of the message is kept as it was.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# text, so NUL is stripped and a lone surrogate becomes U+FFFD; the rest is kept as it was, and a
+# ChatMessage counts what was changed in `sanitized_chars` (the flag: > 0).
+_NUL = "\x00"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _storable(value: object) -> object:
+def _storable(value: object, changed: list[int]) -> object:
     if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
+        nuls = value.count(_NUL)
+        text, surrogates = _SURROGATE.subn("\ufffd", value.replace(_NUL, "") if nuls else value)
+        changed[0] += nuls + surrogates
+        return text
     if isinstance(value, list | tuple):
-        return type(value)(_storable(item) for item in value)
+        return type(value)(_storable(item, changed) for item in value)
     return value
 
 
@@ -86,8 +109,34 @@ class Event(BaseModel):
     @classmethod
     def _replace_unstorable_characters(cls, data: object) -> object:
         if isinstance(data, dict):
-            return {key: _storable(value) for key, value in data.items()}
+            changed = [0]
+            data = {key: _storable(value, changed) for key, value in data.items()}
+            if changed[0] and "sanitized_chars" in cls.model_fields:
+                before = data.get("sanitized_chars", 0)
+                data["sanitized_chars"] = (before if isinstance(before, int) else 0) + changed[0]
         return data
+
+
+def _plausible_time(value: datetime | None) -> datetime | None:
+    """A real moment of chat: after 2005, and not in the future (a unit or clock bug otherwise)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value < EARLIEST_TIMESTAMP:
+        raise ValueError(f"timestamp {value.isoformat()} is before 2005: wrong unit?")
+    if value > datetime.now(UTC) + FUTURE_TOLERANCE:
+        raise ValueError(f"timestamp {value.isoformat()} is in the future")
+    return value
+
+
+def _plausible_unix_time(value: float | None) -> float | None:
+    if value is not None:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        if not EARLIEST_TIMESTAMP.timestamp() <= value <= (datetime.now(UTC) + FUTURE_TOLERANCE).timestamp():
+            raise ValueError(f"unix time {value!r} is before 2005 or in the future: wrong unit?")
+    return value
 
 
 class ChatMessage(Event):
@@ -98,19 +147,23 @@ class ChatMessage(Event):
     stream_id: str = Field(min_length=1, max_length=200)
     message_id: str = Field(min_length=1, max_length=300)
     timestamp: datetime
-    offset_seconds: float | None = Field(None, description="seconds since stream start (replays)")
+    offset_seconds: float | None = Field(None, ge=-MAX_OFFSET_SECONDS, le=MAX_OFFSET_SECONDS,
+                                         description="seconds since stream start (replays)")
     author_id: str | None = Field(None, max_length=200, description="channel id where the source has one")
     author_name: str = Field("", max_length=500)
     text: str = ""
     kind: MessageKind = MessageKind.TEXT
-    amount: float | None = Field(None, ge=0)
+    # currency before amount: the amount's bound depends on it (pydantic validates in this order)
     currency: str | None = Field(None, pattern=r"^[A-Z]{3}$", description="ISO 4217; XXX = unknown")
+    amount: float | None = Field(None, ge=0, description="at most max_amount(currency) per event")
     amount_text: str | None = Field(None, max_length=100, description="as shown, e.g. '¥5,000'")
     badges: tuple[str, ...] = ()
     is_member: bool = False
     is_moderator: bool = False
     is_owner: bool = False
     truncated: bool = False
+    sanitized_chars: int = Field(0, ge=0, le=MAX_INT32,
+                                 description="NUL characters stripped and lone surrogates replaced")
     replayed_at: datetime | None = None
     produced_at: float | None = Field(None, description="unix seconds the producer sent it (latency)")
 
@@ -139,24 +192,23 @@ class ChatMessage(Event):
                 data = {**data, "text": text[:MAX_TEXT_CHARS], "truncated": True}
         return data
 
-    @field_validator("timestamp", "replayed_at")
-    @classmethod
-    def _plausible_time(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        if value < EARLIEST_TIMESTAMP:
-            raise ValueError(f"timestamp {value.isoformat()} is before 2005: wrong unit?")
-        if value > datetime.now(UTC) + FUTURE_TOLERANCE:
-            raise ValueError(f"timestamp {value.isoformat()} is in the future")
-        return value
+    _times = field_validator("timestamp", "replayed_at")(_plausible_time)
+    _produced = field_validator("produced_at")(_plausible_unix_time)
 
-    @field_validator("amount", "offset_seconds", "produced_at")
+    @field_validator("amount", "offset_seconds")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("amount")
+    @classmethod
+    def _sane_amount(cls, value: float | None, info: ValidationInfo) -> float | None:
+        currency = info.data.get("currency")
+        if value is not None and value > (ceiling := max_amount(currency)):
+            raise ValueError(f"{value:.6g} {currency or '(no currency)'} is above the per-event maximum "
+                             f"{ceiling:.6g}: a broken or hostile record")
         return value
 
     @model_validator(mode="after")
@@ -174,13 +226,16 @@ class DonorScore(Event):
     viewer_id: str = Field(min_length=1)
     viewer_name: str = ""
     probability: float = Field(ge=0.0, le=1.0)
-    rank: int | None = Field(None, ge=1, description="rank within the stream when scored")
-    n_messages: int = Field(ge=0)
+    rank: int | None = Field(None, ge=1, le=MAX_INT32, description="rank within the stream when scored")
+    n_messages: int = Field(ge=0, le=MAX_INT32)
     model_version: str
     top_message_ids: tuple[str, ...] = ()
     event_time: datetime = Field(description="timestamp of the newest message the score saw")
     scored_at: datetime
     produced_at: float | None = Field(None, description="produce time of the newest message (latency)")
+
+    _times = field_validator("event_time", "scored_at")(_plausible_time)
+    _produced = field_validator("produced_at")(_plausible_unix_time)
 
     @field_validator("probability")
     @classmethod
@@ -206,7 +261,7 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         field = ".".join(str(p) for p in item["loc"]) or "record"
-        parts.append(f"{field}: {item['msg']}")
+        parts.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

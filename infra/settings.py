@@ -38,9 +38,11 @@ class Settings(BaseSettings):
     embed_batch_wait: float = Field(0.05, gt=0, le=5, description="seconds a micro-batch waits to fill")
     worker_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime/torch intra-op threads per process")
 
-    web_host: str = "127.0.0.1"
+    web_host: str = Field("127.0.0.1", description="address the worker's web server binds; [::1] and ::1 both work")
     web_port: int = Field(6066, ge=0, le=65535)
-    dashboard_token: SecretStr | None = None
+    dashboard_token: SecretStr | None = Field(None, description="required (16+ characters) off loopback")
+    public_url: str | None = Field(None, description="https://name[:port] the dashboard is reached at behind a "
+                                                     "proxy: its Host is allowed, and https makes the cookie Secure")
     youtube_api_key: SecretStr | None = None
 
     @field_validator("database_url")
@@ -51,6 +53,28 @@ class Settings(BaseSettings):
                 f"DONORCAST_DATABASE_URL must start with postgresql:// (got {url.split(':', 1)[0]!r}:...)"
             )
         return url
+
+    @field_validator("web_host")
+    @classmethod
+    def _bare_host(cls, host: str) -> str:
+        # "[::1]" is how a URL writes an IPv6 address; the socket wants it bare.
+        return host.strip().removeprefix("[").removesuffix("]")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_form(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"DONORCAST_PUBLIC_URL must be http(s)://host[:port][/path] (got {url!r})")
+        return url.rstrip("/")
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -54,6 +54,7 @@ from stream_agents.agents import register_agents
 from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
 from stream_agents.broker_reset import BrokerWatch, ResetAwareGapFiller, register_broker_watch
 from stream_agents.dashboard import register_dashboard
+from stream_agents.dashboard.access import url_host
 from stream_agents.metrics import Metrics
 from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
@@ -123,9 +124,12 @@ def create_app(
         broker_heartbeat_interval=0.5,
         broker_rebalance_timeout=3,
         table_standby_replicas=0,
-        web_host=settings.web_host,
-        web_bind=settings.web_host,
+        web_host=url_host(settings.web_host),  # faust's canonical URL: IPv6 in brackets
+        web_bind=settings.web_host,  # the socket's address; --web-bind may change it (checked before listening)
         web_port=settings.web_port,
+        # faust's own views show table contents and routing: off (the dashboard's access rules 404 them too)
+        web_router_enabled=False, web_tables_enabled=False, web_stats_enabled=False, web_graph_enabled=False,
+        web_metrics_enabled=False,
         datadir=str(datadir),
         autodiscover=False,
     )

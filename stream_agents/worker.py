@@ -83,6 +83,7 @@ def print_where(settings: Settings, bootstrap: str, database_url: str | None,
                 processes: list[subprocess.Popen[bytes]]) -> None:
     from infra.postgres import describe_url
     from models.registry import ModelRegistry
+    from stream_agents.dashboard.access import url_host
 
     promoted = ModelRegistry(settings.registry_dir).promoted()
     table = Table("what", "where", title="donorcast worker")
@@ -93,7 +94,7 @@ def print_where(settings: Settings, bootstrap: str, database_url: str | None,
     for i, process in enumerate(processes):
         port = settings.web_port + i
         table.add_row(f"worker {i} (pid {process.pid})",
-                      f"http://{settings.web_host}:{port}/healthz  /metrics  /metrics/summary")
+                      f"http://{url_host(settings.web_host)}:{port}/healthz  /metrics  /metrics/summary")
     console.print(table)
     console.print("Ctrl-C stops the workers.")
 
@@ -125,6 +126,9 @@ def worker_command(
     from infra.services import running_services
 
     settings = settings_from(ctx)
+    from stream_agents.dashboard import check_bind
+
+    check_bind(settings)  # before any service starts; each worker checks again on the address it binds
     if workers > settings.topic_partitions:
         console.print(f"[yellow]{workers} workers but {settings.topic_partitions} partitions: "
                       f"{workers - settings.topic_partitions} will stay idle (standby)[/yellow]")

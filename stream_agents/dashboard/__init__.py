@@ -28,12 +28,18 @@ JSON API (GET; `stream` is a stream id, `k` the leaderboard size, 1..100 live, 1
     /api/export/leaderboard.csv|.json    ?stream=&k=: the current leaderboard as a download
     /api/export/summary.csv|.json        ?stream=&k=: the per-stream summary as a download
 
-Security: chat text and names are data; the page renders them with textContent only, responses carry a
-strict Content-Security-Policy, CSV cells that a spreadsheet would run as a formula (= + - @, tab, CR)
-get a leading apostrophe. Binding to a non-loopback address needs DONORCAST_DASHBOARD_TOKEN; when a
-token is set, every route but /healthz, /metrics and /metrics/summary (counters, no chat or viewer data)
-requires it as `Authorization: Bearer <token>`, `X-Donorcast-Token: <token>`, `?token=<token>`, or the
-HttpOnly SameSite=Strict cookie the server sets after the first authorised request.
+Security (details and reasons in access.py): chat text and names are data; the page renders them with
+textContent only, responses carry a strict Content-Security-Policy, CSV cells a spreadsheet would run as
+a formula get a leading apostrophe (@handles and numbers stay as they are). Only the Host names
+127.0.0.1/localhost/[::1] on the listening port (and DONORCAST_PUBLIC_URL's host with a token) are
+answered (421 otherwise); requests a browser sent from another origin are 403; anything but GET/HEAD/
+OPTIONS must be application/json (415); faust's own views (/, /table/, /router/) are not served.
+Binding to a non-loopback address, however it is set, needs DONORCAST_DASHBOARD_TOKEN (16+ characters);
+with a token, every route but /healthz, /metrics and /metrics/summary (counters, no chat or viewer
+data) requires it as `Authorization: Bearer <token>`, `X-Donorcast-Token: <token>`, `?token=<token>`,
+or the HttpOnly SameSite=Strict cookie (Secure behind https) set after the first authorised request.
+Bad parameters (control characters, an export k outside 1..1000) and values PostgreSQL refuses are 400;
+an export of an unknown stream is 404.
 
 Modules, in the order a request meets them: access (bind and token), routes (HTTP), feed (live
 events), data (what the page shows), queries (PostgreSQL), encode (JSON, CSV, response headers).
@@ -41,10 +47,18 @@ events), data (what the page shows), queries (PostgreSQL), encode (JSON, CSV, re
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
+from infra.errors import InputError
 from infra.settings import Settings
-from stream_agents.dashboard.access import check_bind, dashboard_token, is_loopback, token_middleware
+from stream_agents.dashboard.access import (
+    AccessPolicy,
+    access_middleware,
+    check_bind,
+    dashboard_token,
+    is_loopback,
+)
 from stream_agents.dashboard.data import DashboardData, degraded
 from stream_agents.dashboard.encode import csv_cell, to_csv
 from stream_agents.dashboard.feed import SUMMARY_SECONDS, LiveFeed
@@ -60,13 +74,13 @@ __all__ = ["SUMMARY_SECONDS", "DashboardData", "Database", "check_bind", "csv_ce
 
 def register_dashboard(app: faust.App, settings: Settings, database_url: str | None, *,
                        runtime: Any = None) -> DashboardRoutes:
-    """Add the dashboard routes (and, with a token, the token check on every route) to the worker's
-    web server. Raises InputError for a non-loopback bind without a token, before anything starts."""
+    """Add the dashboard routes and the access rules (Host, Origin, paths, token: see access.py) to the
+    worker's web server. Raises InputError for a non-loopback bind without a good token, before anything
+    starts; the same rule runs again on the address faust finally binds, just before it listens."""
     check_bind(settings)
     web_app = app.web.web_app  # type: ignore[attr-defined] - faust's aiohttp driver
-    token = dashboard_token(settings)
-    if token is not None:
-        web_app.middlewares.append(token_middleware(token))
+    web_app.middlewares.insert(0, access_middleware(AccessPolicy.from_settings(settings)))
+    web_app.on_startup.append(lambda _: refuse_unsafe_bind(settings, app.conf.web_bind))
     data = DashboardData(Database(database_url), runtime=runtime)
     routes = DashboardRoutes(data, LiveFeed(data))
     routes.add_to(web_app.router)
@@ -76,3 +90,13 @@ def register_dashboard(app: faust.App, settings: Settings, database_url: str | N
         await routes.close()
 
     return routes
+
+
+async def refuse_unsafe_bind(settings: Settings, bound: str) -> None:
+    """The bind rule on the address really bound (`--web-bind` sets it after the app was built). Runs in
+    the web server's startup, before its socket opens: the process stops with one line, no traceback."""
+    try:
+        check_bind(settings, bound)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None  # not a crash to log with a traceback: the worker stops

@@ -21,6 +21,7 @@ from stream_agents.dashboard.queries import (
     q_recent_paid,
     q_score_history,
     q_stream,
+    q_stream_exists,
     q_streams,
     q_top,
     q_trends,
@@ -68,6 +69,9 @@ class DashboardData:
 
     async def streams(self, limit: int = 200) -> list[dict[str, Any]]:
         return await self.db.run(q_streams, limit)
+
+    async def stream_exists(self, stream_id: str) -> bool:
+        return await self.db.run(q_stream_exists, stream_id)
 
     async def ranks_before(self, stream_id: str, payments: Sequence[dict[str, Any]]) -> dict[str, RankBefore]:
         """Rank just before each payment, cached once the payment is settled. A few are computed in SQL

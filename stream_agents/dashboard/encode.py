@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,10 +37,26 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A YouTube handle (@name: letters, digits, _ - . and the middle dot) is a name, not a formula: kept as is.
+_HANDLE = re.compile(r"@[\w.\-\u00b7]{1,100}")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def looks_like_formula(text: str) -> bool:
+    """Would a spreadsheet evaluate this cell? = always; + and - unless it is a plain number; @ unless it
+    is a plain handle; a leading tab or CR (a formula behind whitespace)."""
+    if not text.startswith(FORMULA_START):
+        return False
+    if text[0] == "@":
+        return not _HANDLE.fullmatch(text)
+    if text[0] in "+-":
+        return not _NUMBER.fullmatch(text)
+    return True
 
 
 def csv_cell(value: Any) -> Any:
-    """A cell a spreadsheet shows as text: a string starting like a formula gets a leading apostrophe."""
+    """A cell a spreadsheet shows as text: a string that a spreadsheet would run as a formula gets a
+    leading apostrophe; anything else (@handles, "-1.5") is written unchanged."""
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -47,7 +64,7 @@ def csv_cell(value: Any) -> Any:
     if isinstance(value, bool | int | float):
         return value
     text = value if isinstance(value, str) else dumps(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
+    return "'" + text if looks_like_formula(text) else text
 
 
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from infra.errors import DatabaseUnavailable
 from stream_agents.dashboard.data import DashboardData, degraded
+from stream_agents.dashboard.queries import QueryRejected
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class _Channel:
     task: asyncio.Task[None] | None = None
     summary: dict[str, Any] | None = None
     summary_at: float = 0.0
+    problem: str | None = None  # the last unexpected failure, logged once
 
 
 class LiveFeed:
@@ -69,9 +71,14 @@ class LiveFeed:
             return await self.data.snapshot(stream_id, k, summary=channel.summary or {})
         except DatabaseUnavailable as error:
             return degraded(stream_id, k, str(error))
+        except QueryRejected as error:  # Database.run logged it once; every second again would be noise
+            return degraded(stream_id, k, str(error))
         except Exception as error:  # noqa: BLE001 - the feed outlives one bad query; the page shows why
-            log.exception("dashboard snapshot of %s failed", stream_id)
-            return degraded(stream_id, k, f"{type(error).__name__}: {error}")
+            problem = f"{type(error).__name__}: {error}"
+            if problem != channel.problem:  # a traceback once per new failure, not once a second
+                log.exception("dashboard snapshot of %r failed", stream_id[:200])
+            channel.problem = problem
+            return degraded(stream_id, k, problem)
 
     def close(self) -> None:
         """Stop every loop and end every subscription (the server is stopping)."""

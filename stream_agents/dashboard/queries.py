@@ -4,6 +4,7 @@ instead of failing when PostgreSQL is away."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -14,6 +15,8 @@ from infra.events import PAID_KINDS
 
 if TYPE_CHECKING:
     import asyncpg
+
+log = logging.getLogger(__name__)
 
 PAID = [kind.value for kind in PAID_KINDS]
 ACTIVE_SECONDS = 60.0  # a stream scored this recently is live or replaying
@@ -33,6 +36,19 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
             asyncpg.exceptions.UndefinedTableError)
 
 
+class QueryRejected(ValueError):
+    """PostgreSQL refused a value of the request (asyncpg DataError: NUL in text, out of range, ...):
+    the request's fault, answered 400, never a 500 or a retry loop."""
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+    from asyncpg.exceptions import _base as asyncpg_base
+
+    # server side (SQLSTATE class 22) and client side (a value asyncpg cannot encode)
+    return (asyncpg.DataError, asyncpg_base.DataError)
+
+
 class Database:
     """A lazily opened asyncpg pool that turns an unreachable server into `DatabaseUnavailable` and a
     `problem` the API reports, and tries again (at most every RETRY_SECONDS) on the next request."""
@@ -43,6 +59,7 @@ class Database:
         self.problem: str | None = None if url else "no PostgreSQL configured (DONORCAST_DATABASE_URL)"
         self._retry_at = 0.0
         self._lock = asyncio.Lock()
+        self._last_rejection = ""
 
     async def run(self, query: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """`await query(pool, *args)`, with connection failures reported instead of raised raw."""
@@ -52,6 +69,12 @@ class Database:
         except _connection_errors() as error:
             await self._failed(f"PostgreSQL query failed: {type(error).__name__}: {error}")
             raise DatabaseUnavailable(self.problem) from None
+        except _data_errors() as error:
+            said = f"dashboard query {getattr(query, '__name__', query)}: {type(error).__name__}: {str(error)[:300]}"
+            if said != self._last_rejection:  # one line, not one per live-feed refresh
+                log.warning("%s", said)
+                self._last_rejection = said
+            raise QueryRejected(f"the database refused this request's values ({type(error).__name__})") from None
         self.problem = None
         return result
 
@@ -128,6 +151,16 @@ async def q_stream(pool: asyncpg.Pool, stream_id: str) -> dict[str, Any] | None:
         stream_id, ACTIVE_SECONDS, timeout=QUERY_TIMEOUT,
     )
     return stream_state(dict(row)) if row else None
+
+
+async def q_stream_exists(pool: asyncpg.Pool, stream_id: str) -> bool:
+    """Known as a stream, or seen in chat or scores (a live stream may not have a streams row yet)."""
+    return bool(await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM streams WHERE stream_id = $1) "
+        "OR EXISTS (SELECT 1 FROM viewer_scores_latest WHERE stream_id = $1) "
+        "OR EXISTS (SELECT 1 FROM chat_messages WHERE stream_id = $1)",
+        stream_id, timeout=QUERY_TIMEOUT,
+    ))
 
 
 async def q_top(pool: asyncpg.Pool, stream_id: str, k: int) -> list[dict[str, Any]]:
@@ -280,7 +313,8 @@ async def q_counts(pool: asyncpg.Pool, stream_id: str) -> dict[str, Any]:
     )
     totals = await pool.fetch(
         # Amounts in an unknown currency (XXX: e.g. a count of gifted memberships) are not money to add up.
-        "SELECT currency, round(sum(amount)::numeric, 2) AS amount FROM chat_messages "
+        # Summed as numeric: a double-precision sum of huge (pre-bounds) amounts would overflow and fail.
+        "SELECT currency, round(sum(amount::numeric), 2) AS amount FROM chat_messages "
         "WHERE stream_id = $1 AND kind = ANY($2::text[]) AND amount IS NOT NULL AND currency <> 'XXX' "
         "GROUP BY 1 ORDER BY 1",
         stream_id, PAID, timeout=QUERY_TIMEOUT,

@@ -22,6 +22,7 @@ from stream_agents.dashboard.encode import (
     to_csv,
 )
 from stream_agents.dashboard.feed import LiveFeed
+from stream_agents.dashboard.queries import QueryRejected
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -40,18 +41,29 @@ class BadRequest(ValueError):
     pass
 
 
+# NUL cannot be stored or compared in PostgreSQL text, and no id we store has control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text_param(request: web.Request, name: str, what: str, longest: int) -> str:
+    value = request.query.get(name, "")
+    if not 1 <= len(value) <= longest:
+        raise BadRequest(f"give ?{name}=<{what}> (1 to {longest} characters)")
+    if _CONTROL.search(value):
+        raise BadRequest(f"?{name}= must not contain control characters (NUL, newline, ...)")
+    return value
+
+
 def _stream_param(request: web.Request) -> str:
-    stream_id = request.query.get("stream", "")
-    if not 1 <= len(stream_id) <= 200:
-        raise BadRequest("give ?stream=<stream id> (1 to 200 characters)")
-    return stream_id
+    return _text_param(request, "stream", "stream id", 200)
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int, *, strict: bool = False) -> int:
+    """A whole number; out of range is clamped, or (strict) refused."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not re.fullmatch(r"\d{1,6}", raw):
+    if not re.fullmatch(r"\d{1,6}", raw) or (strict and not low <= int(raw) <= high):
         raise BadRequest(f"?{name}= must be a whole number from {low} to {high}")
     return max(low, min(high, int(raw)))
 
@@ -92,7 +104,7 @@ class DashboardRoutes:
         async def guarded(request: web.Request) -> web.StreamResponse:
             try:
                 return await handler(request)
-            except BadRequest as error:
+            except (BadRequest, QueryRejected) as error:
                 return json_response({"error": str(error)}, status=400)
             except DatabaseUnavailable as error:
                 return json_response(degraded(request.query.get("stream"), 0, str(error)), status=503)
@@ -139,9 +151,7 @@ class DashboardRoutes:
         return json_response(summary if summary else {"error": "no such stream"}, status=200 if summary else 404)
 
     async def viewer(self, request: web.Request) -> web.StreamResponse:
-        stream_id, viewer_id = _stream_param(request), request.query.get("viewer", "")
-        if not 1 <= len(viewer_id) <= 600:
-            raise BadRequest("give ?viewer=<viewer id>")
+        stream_id, viewer_id = _stream_param(request), _text_param(request, "viewer", "viewer id", 600)
         found = await self.data.viewer(stream_id, viewer_id)
         return json_response(found if found else {"error": "no such viewer in this stream"},
                              status=200 if found else 404)
@@ -183,14 +193,18 @@ class DashboardRoutes:
         what, extension = request.match_info["what"], request.match_info["extension"]
         if what not in ("leaderboard", "summary") or extension not in ("csv", "json"):
             raise web.HTTPNotFound()
-        stream_id, k = _stream_param(request), _int_param(request, "k", 20, 1, MAX_EXPORT_K)
+        # Exports are what people keep: a k outside 1..1000 or an unknown stream is an error, never a
+        # quietly clamped or header-only file.
+        stream_id, k = _stream_param(request), _int_param(request, "k", 20, 1, MAX_EXPORT_K, strict=True)
+        if not await self.data.stream_exists(stream_id):
+            return json_response({"error": f"no such stream: {stream_id[:200]!r}"}, status=404)
         if what == "leaderboard":
             rows = [export_row(entry) for entry in await self.data.leaderboard(stream_id, k)]
             columns = LEADERBOARD_COLUMNS
         else:
             summary = await self.data.summary(stream_id, k)
             if summary is None:
-                return json_response({"error": "no such stream"}, status=404)
+                return json_response({"error": f"no such stream: {stream_id[:200]!r}"}, status=404)
             rows, columns = [summary], SUMMARY_COLUMNS
         disposition = {"Content-Disposition": f'attachment; filename="{_filename(stream_id, what, extension)}"'}
         if extension == "json":

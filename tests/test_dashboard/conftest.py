@@ -22,9 +22,10 @@ def dashboard_app(settings: Settings, database_url: str | None) -> Any:
     import faust
 
     from stream_agents.dashboard import register_dashboard
+    from stream_agents.dashboard.access import url_host
 
     app = faust.App(f"dash-test-{id(settings)}", broker="kafka://127.0.0.1:9", autodiscover=False,
-                    web_host=settings.web_host, web_port=settings.web_port)
+                    web_host=url_host(settings.web_host), web_bind=settings.web_host, web_port=settings.web_port)
     app.dashboard = register_dashboard(app, settings, database_url)
     return app
 

@@ -135,8 +135,13 @@ def test_csv_cells() -> None:
     assert csv_cell("+49 123") == "'+49 123"
     assert csv_cell("-dave") == "'-dave"
     assert csv_cell("@SUM(A1)") == "'@SUM(A1)"
-    assert csv_cell("\t=cmd") == "'\t=cmd"
-    assert csv_cell("plain") == "plain" and csv_cell(-1.5) == -1.5 and csv_cell(None) == ""
+    assert csv_cell("@evil|'/C calc'!A0") == "'@evil|'/C calc'!A0"
+    assert csv_cell("@x y") == "'@x y"
+    assert csv_cell("\t=cmd") == "'\t=cmd" and csv_cell("\r@SUM(1)") == "'\r@SUM(1)"
+    # names and numbers stay as they are: YouTube @handles come out unchanged
+    for kept in ("@nova_fan", "@Nova.Fan-99", "@ゆっくり実況", "@a\u00b7b", "-1.5", "+3", "plain"):
+        assert csv_cell(kept) == kept, kept
+    assert csv_cell(-1.5) == -1.5 and csv_cell(None) == ""
     rows = list(csv.reader(io.StringIO(to_csv([{"a": "=x", "b": 'say "hi", ok'}], ["a", "b"]))))
     assert rows == [["a", "b"], ["'=x", 'say "hi", ok']]
 
@@ -181,11 +186,30 @@ def test_loopback_and_bind_rules(dashboard_settings: Any) -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "", "::", "192.168.1.5", "example.org"))
     check_bind(dashboard_settings(web_host="127.0.0.1"))
+    check_bind(dashboard_settings(web_host="::1"))
+    check_bind(dashboard_settings(web_host="[::1]"))
     check_bind(dashboard_settings(web_host="0.0.0.0", dashboard_token="a-long-random-token"))
+    check_bind(dashboard_settings(web_host="::", dashboard_token="a-long-random-token"))
     with pytest.raises(InputError, match="DONORCAST_DASHBOARD_TOKEN"):
         check_bind(dashboard_settings(web_host="0.0.0.0"))
     with pytest.raises(InputError, match="not a loopback address"):
         check_bind(dashboard_settings(web_host="10.1.2.3", dashboard_token=""))
+    for host in ("::", "", "[::]"):
+        with pytest.raises(InputError, match="not a loopback address: all interfaces"):
+            check_bind(dashboard_settings(web_host=host))
+    # the address really bound (faust's --web-bind) is what counts, not the configured one
+    with pytest.raises(InputError, match="'0.0.0.0' \\(not a loopback address: all interfaces\\)"):
+        check_bind(dashboard_settings(web_host="127.0.0.1"), "0.0.0.0")
+
+
+@pytest.mark.parametrize(("token", "why"), [("a", "too short \\(1 characters; at least 16\\)"),
+                                            ("   ", "whitespace"), ("fifteen-chars-x", "too short \\(15"),
+                                            (" a-long-random-token", "whitespace")])
+def test_weak_tokens_are_refused_even_on_loopback(dashboard_settings: Any, token: str, why: str) -> None:
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with pytest.raises(InputError, match=f"DONORCAST_DASHBOARD_TOKEN .*{why}"):
+            check_bind(dashboard_settings(web_host=host, dashboard_token=token))
+    check_bind(dashboard_settings(web_host="0.0.0.0", dashboard_token="x" * 16))
 
 
 def test_worker_app_refuses_a_public_bind_without_token(dashboard_settings: Any) -> None:
@@ -208,10 +232,13 @@ async def test_token_required_on_every_route_but_health_and_metrics(dashboard_se
     async with serve(settings, database_url, extra) as client:
         for path in ("/dashboard/", "/dashboard/static/app.js", f"/api/leaderboard?stream={STREAM}",
                      f"/api/events?stream={STREAM}", f"/api/export/leaderboard.csv?stream={STREAM}",
-                     "/api/health", "/table/"):
+                     "/api/health"):
             response = await client.get(path)
             assert response.status == 401, path
             assert "Bearer" in response.headers["WWW-Authenticate"]
+        # faust's own views are not served at all, token or not
+        assert (await client.get("/table/", headers={"Authorization": f"Bearer {token}"})).status == 404
+        assert "donorcast_token" not in (await client.get("/healthz")).cookies  # never handed out unasked
         assert (await client.get("/api/health", headers={"Authorization": "Bearer wrong"})).status == 401
         assert (await client.get("/api/health?token=wrong")).status == 401
         assert (await client.get("/healthz")).status == 200 and (await client.get("/metrics")).status == 200
@@ -223,8 +250,111 @@ async def test_token_required_on_every_route_but_health_and_metrics(dashboard_se
         assert page.status == 200
         cookie = page.cookies["donorcast_token"]
         assert cookie.value == token and cookie["httponly"] and cookie["samesite"] == "Strict"
+        assert not cookie["secure"]  # plain http: a Secure cookie would never come back
         # the page's own requests then carry only the cookie
         assert (await client.get(f"/api/export/leaderboard.csv?stream={STREAM}")).status == 200
+
+
+async def test_only_the_configured_host_names_are_answered(dashboard_settings: Any, database_url: str,
+                                                            stream_data: asyncpg.Pool) -> None:
+    """DNS rebinding: a page on evil.example that resolves to 127.0.0.1 sends Host: evil.example."""
+    async with serve(dashboard_settings(), database_url) as client:
+        port = client.port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}"):
+            assert (await client.get("/api/streams", headers={"Host": host})).status == 200, host
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}",
+                     f"dash.example.org:{port}"):
+            response = await client.get("/api/streams", headers={"Host": host})
+            assert response.status == 421, host
+            assert "does not answer for Host" in (await response.json())["error"]
+        assert (await client.get("/dashboard/", headers={"Host": "evil.example"})).status == 421
+
+
+async def test_the_public_name_is_answered_only_with_a_token(dashboard_settings: Any, database_url: str,
+                                                             stream_data: asyncpg.Pool) -> None:
+    token = "a-long-random-token-value"
+    public = {"public_url": "https://dash.example.org"}
+    async with serve(dashboard_settings(**public), database_url) as client:  # no token: loopback names only
+        assert (await client.get("/api/streams", headers={"Host": "dash.example.org"})).status == 421
+    async with serve(dashboard_settings(dashboard_token=token, **public), database_url) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        ok = await client.get("/api/streams", headers={"Host": "dash.example.org", **auth})
+        assert ok.status == 200
+        assert (await client.get("/api/streams", headers={"Host": "other.example.org", **auth})).status == 421
+        same_site = {"Host": "dash.example.org", "Origin": "https://dash.example.org", **auth}
+        assert (await client.get("/api/streams", headers=same_site)).status == 200
+        cookie = ok.cookies["donorcast_token"]
+        assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"  # TLS in front
+
+
+async def test_cross_origin_and_non_json_requests_are_refused(dashboard_settings: Any, database_url: str,
+                                                              stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        here = f"http://127.0.0.1:{client.port}"
+        for origin in ("http://evil.example", "null", f"http://127.0.0.1:{client.port + 1}", "https://127.0.0.1"):
+            response = await client.get(f"/api/leaderboard?stream={STREAM}", headers={"Origin": origin})
+            assert response.status == 403, origin
+        assert (await client.get(f"/api/leaderboard?stream={STREAM}", headers={"Origin": here})).status == 200
+        no_cors = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+        assert (await client.get(f"/api/leaderboard?stream={STREAM}", headers=no_cors)).status == 403
+        navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+        assert (await client.get("/dashboard/", headers=navigate)).status == 200  # a link from elsewhere opens it
+        post = await client.post("/api/leaderboard", data="x", headers={"Content-Type": "text/plain"})
+        assert post.status == 415  # before the router's 405: nothing non-JSON gets that far
+        cross = await client.post("/api/leaderboard", data="{}", headers={"Content-Type": "application/json",
+                                                                          "Origin": "http://evil.example"})
+        assert cross.status == 403
+
+
+async def test_exports_refuse_unknown_streams_and_out_of_range_k(dashboard_settings: Any, database_url: str,
+                                                                 stream_data: asyncpg.Pool) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        for what in ("leaderboard", "summary"):
+            for extension in ("csv", "json"):
+                path = f"/api/export/{what}.{extension}"
+                unknown = await get_json(client, f"{path}?stream=nope", status=404)
+                assert "no such stream" in unknown["error"]
+                for k in ("0", "1001", "5000", "-1", "1e3"):
+                    refused = await get_json(client, f"{path}?stream={STREAM}&k={k}", status=400)
+                    assert "1 to 1000" in refused["error"], k
+                for k in ("1", "1000"):
+                    assert (await client.get(f"{path}?stream={STREAM}&k={k}")).status == 200
+        # the page's own live views still clamp (they show the top of the board, never fail)
+        assert (await get_json(client, f"/api/snapshot?stream={STREAM}&k=5000"))["k"] == 100
+
+
+async def test_control_characters_get_400_and_pre_bounds_amounts_still_sum(dashboard_settings: Any, database_url: str,
+                                                                      stream_data: asyncpg.Pool,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    async with serve(dashboard_settings(), database_url) as client:
+        for path in ("/api/summary?stream=%00", "/api/leaderboard?stream=a%00b", "/api/activity?stream=%0A",
+                     "/api/events?stream=%00", f"/api/viewer?stream={STREAM}&viewer=%00",
+                     "/api/export/leaderboard.csv?stream=%00"):
+            body = await get_json(client, path, status=400)
+            assert "control characters" in body["error"], path
+        # amounts stored before the bounds existed: once a double-precision overflow (500 for good)
+        await stream_data.execute("UPDATE chat_messages SET amount = 1.7e308 WHERE stream_id = $1 "
+                                  "AND amount IS NOT NULL", STREAM)
+        summary = await get_json(client, f"/api/summary?stream={STREAM}")  # summed as numeric: no overflow
+        assert summary["paid_totals"]["USD"] > 1e308
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_database_data_error_is_a_400_with_one_log_line(caplog: pytest.LogCaptureFixture,
+                                                                database_url: str) -> None:
+    from stream_agents.dashboard.queries import Database, QueryRejected
+
+    db = Database(database_url)
+    try:
+        for _ in range(5):  # a live feed asking every second
+            with pytest.raises(QueryRejected, match="DataError|NumericValueOutOfRange"):
+                await db.run(lambda pool: pool.fetchval("SELECT 1.7e308::float8 * 10"))
+        assert await db.run(lambda pool: pool.fetchval("SELECT 1")) == 1  # the pool is fine afterwards
+    finally:
+        await db.close()
+    warnings = [r for r in caplog.records if "refused" in r.getMessage() or "DataError" in r.getMessage()
+                or "OutOfRange" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
 
 
 async def test_degraded_when_the_database_is_unreachable(dashboard_settings: Any) -> None:

@@ -39,7 +39,7 @@ async def test_watch_once_from_postgres(tmp_path: Any, database_url: str, stream
 
 async def test_watch_once_through_the_api(tmp_path: Any, dashboard_settings: Any, database_url: str,
                                           stream_data: asyncpg.Pool) -> None:
-    token = "watch-token"
+    token = "watch-token-0123456789"
     async with serve(dashboard_settings(dashboard_token=token), database_url) as client:
         url = str(client.make_url("/"))
         env = {"DONORCAST_STATE_DIR": str(tmp_path), "DONORCAST_DASHBOARD_TOKEN": token}

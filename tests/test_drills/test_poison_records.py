@@ -2,8 +2,9 @@
 e.g. a JSON "\\ud83d" escape left by a cut emoji) cannot hold.
 
 Found by this drill: such a record used to fail a whole COPY batch (ingest stopped, the worker's
-PostgreSQL sink retried the same batch forever) or a Kafka send. Since infra/events.py replaces both
-with U+FFFD, each such record is kept, repaired, and stored with its neighbours. These tests hold that.
+PostgreSQL sink retried the same batch forever) or a Kafka send. Since infra/events.py strips NUL and
+replaces lone surrogates with U+FFFD (counting both in `sanitized_chars`), each such record is kept,
+repaired, flagged, and stored with its neighbours. These tests hold that.
 
 A row PostgreSQL still refuses (a constraint, a value out of range) is written apart from its batch
 and dead-lettered with PostgreSQL's reason; only unavailability is retried (stream_agents/persist.py).
@@ -35,7 +36,11 @@ def message(field: str, value: str, n: int = 0) -> ChatMessage:
 
 
 def repaired(value: str) -> str:
-    return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in value)
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value if c != "\x00")
+
+
+def changed(value: str) -> int:
+    return sum(1 for c in value if c == "\x00" or "\ud800" <= c <= "\udfff")
 
 
 async def test_poison_characters_are_repaired_then_published_and_stored(pool: asyncpg.Pool) -> None:
@@ -44,6 +49,7 @@ async def test_poison_characters_are_repaired_then_published_and_stored(pool: as
         for field in FIELDS:
             event = message(field, poison, stored)
             assert getattr(event, field) == repaired(poison)
+            assert event.sanitized_chars == changed(poison)  # counted, and so flagged
             wire = event.model_dump_json().encode("utf-8")  # what the publisher sends
             assert parse_chat_message(wire) == event
             assert await save_messages(pool, [event]) == 1
@@ -51,9 +57,9 @@ async def test_poison_characters_are_repaired_then_published_and_stored(pool: as
     assert await pool.fetchval("SELECT count(*) FROM chat_messages") == stored
     texts = {m.text for m in await stream_messages(pool, "s1")}
     assert {repaired(p) for p in POISON.values()} <= texts
-    # On the wire, an escaped U+0000 is repaired too; an escaped lone surrogate is invalid JSON: a clear error.
+    # On the wire, an escaped U+0000 is stripped too; an escaped lone surrogate is invalid JSON: a clear error.
     raw = {"stream_id": "s1", "message_id": "w", "timestamp": T0.isoformat(), "text": "a\x00b"}
-    assert parse_chat_message(json.dumps(raw)).text == "a\ufffdb"
+    assert parse_chat_message(json.dumps(raw)).text == "ab"
 
 
 async def test_ingest_keeps_every_record_of_a_file_holding_poison(pool: asyncpg.Pool, tmp_path: Path) -> None:

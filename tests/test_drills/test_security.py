@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,7 +201,7 @@ async def test_every_text_cell_of_the_exports_is_neutralised(pool: asyncpg.Pool,
 
     starts = ("=", "+", "-", "@", "\t", "\r")
     stream = "=cmd|' /C calc'!A0"
-    cells = [f"{s}HYPERLINK(\"http://evil.example\")" for s in starts]
+    cells = [f"{s}HYPERLINK(\"http://evil.example\")" for s in starts] + ["@nova_fan"]  # a handle stays as is
     await upsert_stream(pool, platform="youtube", stream_id=stream, title="@SUM(1+1)*cmd", url="-2+3")
     messages = [ChatMessage(stream_id=stream, message_id=f"m{i}", timestamp=T0 + timedelta(seconds=i),
                             author_id=cell, author_name=cell, text=cell) for i, cell in enumerate(cells)]
@@ -220,8 +221,11 @@ async def test_every_text_cell_of_the_exports_is_neutralised(pool: asyncpg.Pool,
             assert len(rows) > 1
             for row in rows[1:]:
                 for cell in row:
-                    assert not cell.startswith(starts) or _is_number(cell), f"{export}: live formula {cell!r}"
+                    assert not cell.startswith(starts) or _is_number(cell) or cell == "@nova_fan", \
+                        f"{export}: live formula {cell!r}"
             assert any(cell.startswith("'=") for row in rows[1:] for cell in row), "nothing was neutralised?"
+            if export == "leaderboard":
+                assert "@nova_fan" in {row[1] for row in rows[1:]} & {row[2] for row in rows[1:]}  # id and name
             response = await client.get(f"/api/export/{export}.json", params={"stream": stream, "k": "100"})
             assert response.content_type == "application/json"  # data, never a page
 
@@ -234,25 +238,180 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def test_the_worker_process_refuses_a_public_bind_without_a_token(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """The real worker entry point, not just the check: it exits with the reason and never listens."""
+BIND_CASES = {  # name -> (DONORCAST_* settings, extra worker arguments, what the one-line error says)
+    "env 0.0.0.0": ({"WEB_HOST": "0.0.0.0"}, [], "not a loopback address"),  # noqa: S104 - the point
+    "env 0.0.0.0, empty token": ({"WEB_HOST": "0.0.0.0", "DASHBOARD_TOKEN": ""}, [], "not a loopback address"),
+    "env ::": ({"WEB_HOST": "::"}, [], "(not a loopback address: all interfaces)"),
+    "env empty host": ({"WEB_HOST": ""}, [], "(not a loopback address: all interfaces)"),
+    "--web-bind 0.0.0.0": ({"WEB_HOST": "127.0.0.1"}, ["--web-bind", "0.0.0.0"], "not a loopback address"),
+    "token 'a'": ({"WEB_HOST": "0.0.0.0", "DASHBOARD_TOKEN": "a"}, [], "too short (1 characters"),
+    "token of three spaces": ({"WEB_HOST": "0.0.0.0", "DASHBOARD_TOKEN": "   "}, [], "whitespace"),
+}
+
+
+@pytest.mark.parametrize("case", list(BIND_CASES))
+def test_the_worker_process_refuses_a_public_bind_without_a_good_token(case: str, kafka_bootstrap: str,
+                                                                        tmp_path: Path) -> None:
+    """The real worker entry point, not just the check: whatever sets the address (environment or faust's
+    --web-bind, which changes it after the app is built), it exits with one line naming the cause, no
+    traceback, and never listens."""
+    import socket
+
     from infra.kafka import free_port
 
+    settings, arguments, expected = BIND_CASES[case]
     port = free_port()
-    for token in (None, ""):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DONORCAST_")}
-        env.update({"DONORCAST_KAFKA_BOOTSTRAP": kafka_bootstrap, "DONORCAST_STATE_DIR": str(tmp_path),
-                    "DONORCAST_WEB_HOST": "0.0.0.0", "DONORCAST_WEB_PORT": str(port),  # noqa: S104 - the point
-                    "DONORCAST_TOPIC_PREFIX": "bind-", "PYTHONPATH": str(REPO_ROOT)})
-        if token is not None:
-            env["DONORCAST_DASHBOARD_TOKEN"] = token
-        result = subprocess.run(  # noqa: S603 - our interpreter, fixed argv
-            [sys.executable, "-m", "stream_agents", "worker", "--loglevel", "warning"],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-        )
-        output = result.stdout + result.stderr
-        assert result.returncode != 0, output[-2000:]
-        assert "DONORCAST_DASHBOARD_TOKEN" in output and "not a loopback address" in output, output[-2000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DONORCAST_")}
+    env.update({"DONORCAST_KAFKA_BOOTSTRAP": kafka_bootstrap, "DONORCAST_STATE_DIR": str(tmp_path),
+                "DONORCAST_WEB_PORT": str(port), "DONORCAST_TOPIC_PREFIX": "bind-", "PYTHONPATH": str(REPO_ROOT),
+                **{f"DONORCAST_{name}": value for name, value in settings.items()}})
+    process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
+        [sys.executable, "-m", "stream_agents", "worker", "--loglevel", "warn", *arguments],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    listened = False
+    try:
+        while process.poll() is None:  # until it exits: it must never accept a connection meanwhile
+            with socket.socket() as probe:
+                probe.settimeout(0.2)
+                listened = listened or probe.connect_ex(("127.0.0.1", port)) == 0
+            if listened:
+                break
+            time.sleep(0.1)
+        output = process.communicate(timeout=120)
+        text = output[0] + output[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert not listened, f"{case}: the worker listened on port {port}"
+    assert process.returncode == 1, text[-2000:]
+    assert expected in text and "DONORCAST_DASHBOARD_TOKEN" in text, text[-2000:]
+    assert "Traceback" not in text and "ValueError" not in text, text[-3000:]
+
+
+def test_the_worker_command_refuses_a_public_bind_before_starting_any_service(tmp_path: Path) -> None:
+    """`donorcast worker` (the supervisor) says no before it starts embedded Kafka or PostgreSQL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DONORCAST_")}
+    env.update({"DONORCAST_STATE_DIR": str(tmp_path / "state"), "DONORCAST_WEB_HOST": "::",
+                "PYTHONPATH": str(REPO_ROOT)})
+    result = subprocess.run(  # noqa: S603 - our interpreter, fixed argv
+        [sys.executable, "-m", "infra.cli", "worker"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, stdin=subprocess.DEVNULL,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert "not a loopback address" in " ".join(output.split()) and "Traceback" not in output, output[-2000:]
+    assert not (tmp_path / "state" / "run").exists()  # no service was started
+
+
+def http(port: int, method: str, path: str, body: bytes | None = None, **headers: str) -> tuple[int, dict[str, str], str]:
+    """One raw request (http.client sends our Host and Origin headers as given)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
+        for name, value in {**headers, **({"Content-Length": str(len(body))} if body is not None else {})}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+def poison_amount(message: ChatMessage, amount: float) -> bytes:
+    """The message as its producer would send it, with an amount no event contract would build."""
+    record = json.loads(message.model_dump_json())
+    record.update(amount=amount, message_id=f"{message.message_id}-huge")
+    return json.dumps(record).encode()
+
+
+async def test_the_running_worker_answers_only_its_own_names_origins_and_bounded_values(
+        topics: Any, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """The real worker process (scorer double, real Tansu + PostgreSQL): DNS rebinding, CSRF on the
+    model-running POST /score, faust's own views, a NUL in a parameter, and two paid messages of
+    1.7e308 (which once overflowed PostgreSQL's sum and broke the stream's summary for good)."""
+    from infra.kafka import free_port
+    from infra.topics import DEAD_LETTERS
+    from tests.test_stream_agents.harness import publish, read_topic, start_worker, synthetic_stream
+    from tests.test_stream_agents.scorer_double import promote_double
+
+    promote_double(topics.registry_dir)
+    worker = start_worker(topics, free_port(), tmp_path / "worker.log", model_double=True)
+    try:
+        worker.wait_ready()
+        port, here = worker.port, f"127.0.0.1:{worker.port}"
+        messages = synthetic_stream("huge", viewers=6, messages=30, donors=2)
+        paid = [m for m in messages if m.is_paid]
+        assert paid, "the synthetic stream has payments to poison"
+        poison = [poison_amount(paid[0], 1.7e308), poison_amount(paid[-1], 1.7e308)]
+        await publish(topics, messages, raw=poison)
+        worker.wait_until(lambda s: s["records_in"] >= len(messages) + len(poison), 60, "every record")
+        rows = await wait_for_rows(pool, "huge", len(messages))
+        assert rows == len(messages)  # every valid message stored, no poisoned one
+
+        letters = [json.loads(r.value) for r in await read_topic(topics, DEAD_LETTERS, expect=2)]
+        assert len(letters) == 2, letters
+        assert all(letter["reason"].startswith("amount: 1.7e+308 ") and "per-event maximum" in letter["reason"]
+                   for letter in letters), [letter["reason"] for letter in letters]
+
+        for path in ("/api/summary?stream=huge", "/api/snapshot?stream=huge", "/api/export/summary.csv?stream=huge"):
+            status, _, body = http(port, "GET", path, Host=here)
+            assert status == 200, (path, body[:500])
+        status, _, body = http(port, "GET", "/api/summary?stream=huge", Host=here)
+        expected = {c: round(sum(m.amount or 0 for m in paid if m.currency == c), 2)
+                    for c in {m.currency for m in paid if m.currency and m.currency != "XXX"}}
+        assert json.loads(body)["paid_totals"] == pytest.approx(expected)
+
+        # DNS rebinding: the browser sends the attacker's name as Host
+        for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", ""):
+            status, _, body = http(port, "GET", "/api/streams", Host=host)
+            assert status == 421, (host, status, body[:300])
+        for host in (here, f"localhost:{port}", f"[::1]:{port}"):
+            assert http(port, "GET", "/api/streams", Host=host)[0] == 200, host
+        assert http(port, "GET", "/healthz", Host="prometheus.internal:9090")[0] == 200  # counters: any name
+
+        # CSRF: a cross-origin form or fetch must not run the model
+        score = json.dumps({"messages": [{"text": "hello chat", "timestamp": "2026-03-01T18:00:00Z"}]}).encode()
+        for content_type in ("text/plain", "application/json", "application/x-www-form-urlencoded"):
+            status, _, body = http(port, "POST", "/score", score, Host=here, Origin="http://evil.example",
+                                   **{"Content-Type": content_type})
+            assert status == 403, (content_type, status, body[:300])
+        assert http(port, "POST", "/score", score, Host=here, Origin="null",
+                    **{"Content-Type": "application/json"})[0] == 403
+        assert http(port, "POST", "/score", score, Host=here, **{"Content-Type": "text/plain"})[0] == 415
+        assert http(port, "GET", "/streams/huge/viewer?viewer_id=x&explain=1", Host=here,
+                    **{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"})[0] == 403  # <img src=...>
+        status, _, body = http(port, "POST", "/score", score, Host=here, Origin=f"http://{here}",
+                               **{"Content-Type": "application/json"})
+        assert status == 200 and 0 < json.loads(body)["probability"] < 1, body[:300]
+
+        # faust's own views are off; "/" is the dashboard
+        for path in ("/table/", "/table/viewer_to_sequence/", "/router/", "/graph/", "/stats/"):
+            assert http(port, "GET", path, Host=here)[0] == 404, path
+        status, headers, _ = http(port, "GET", "/", Host=here)
+        assert status == 302 and headers["Location"] == "/dashboard/"
+
+        # a NUL (or any control character) in a parameter is the request's fault: 400, on every route
+        for path in ("/api/summary?stream=%00", "/api/leaderboard?stream=a%00b", "/api/events?stream=%00",
+                     "/api/snapshot?stream=%00", "/api/viewer?stream=huge&viewer=%00", "/api/export/summary.json?stream=%00"):
+            status, _, body = http(port, "GET", path, Host=here)
+            assert status == 400 and "control characters" in body, (path, status, body[:300])
+        time.sleep(2.5)  # what a live feed would have logged meanwhile
+        assert "Traceback" not in worker.log_path.read_text(errors="replace"), worker.log_tail(80)
+    finally:
+        worker.stop()
+
+
+async def wait_for_rows(pool: asyncpg.Pool, stream_id: str, expected: int, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await pool.fetchval("SELECT count(*) FROM chat_messages WHERE stream_id = $1", stream_id)
+        if rows >= expected or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.3)
 
 
 # ---------------------------------------------------------------- API key

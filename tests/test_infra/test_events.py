@@ -84,9 +84,56 @@ def test_score_and_dead_letter_contracts() -> None:
     assert letter.schema_version == 1 and letter.failed_at.tzinfo is not None
 
 
-@pytest.mark.parametrize("poison", ["a\x00b", "cut \ud83d emoji"])
-def test_unstorable_characters_become_replacement_characters(poison: str) -> None:
-    message = make(text=poison, author_name=poison, badges=(poison,))
-    assert "\ufffd" in message.text and "\x00" not in message.text
-    assert message.author_name == message.text and message.badges == (message.text,)
+def test_nul_is_stripped_counted_and_flagged() -> None:
+    message = make(text="a\x00b\x00", author_name="\x00Ann", badges=("Mem\x00ber",))
+    assert (message.text, message.author_name, message.badges) == ("ab", "Ann", ("Member",))
+    assert message.sanitized_chars == 4
+    assert parse_chat_message(message.model_dump_json().encode()) == message  # the count survives the wire
+    assert make(text="clean").sanitized_chars == 0
+
+
+def test_lone_surrogates_become_replacement_characters_and_are_counted() -> None:
+    message = make(text="cut \ud83d emoji", author_name="\udfff")
+    assert message.text == "cut \ufffd emoji" and message.author_name == "\ufffd"
+    assert message.sanitized_chars == 2
     assert parse_chat_message(message.model_dump_json().encode()) == message  # encodable
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount": 1.7e308, "kind": "paid_message", "currency": "USD"}, r"^amount: 1\.7e\+308 USD is above the per-event maximum 100000"),
+        ({"amount": 100_001.0, "kind": "donation", "currency": "USD"}, r"^amount: 100001 USD is above"),
+        ({"amount": 20_000_000.0, "kind": "paid_message", "currency": "JPY"}, r"^amount: 2e\+07 JPY is above"),
+        ({"amount": 1e11, "kind": "paid_message", "currency": "LBP"}, r"^amount: 1e\+11 LBP is above"),
+        ({"amount": 1e8, "kind": "bits", "currency": "XXX"}, r"^amount: 1e\+08 XXX is above"),
+        ({"offset_seconds": 1e300}, "^offset_seconds"),
+        ({"offset_seconds": -4e8}, "^offset_seconds"),
+        ({"offset_seconds": float("inf")}, "^offset_seconds"),
+        ({"produced_at": 1e18}, "^produced_at"),  # nanoseconds where seconds belong
+        ({"replayed_at": datetime(1970, 1, 1, tzinfo=UTC)}, "^replayed_at"),
+    ],
+)
+def test_numbers_outside_sane_bounds_are_refused_with_the_reason(change: dict[str, object], field: str) -> None:
+    payload = json.loads(make().model_dump_json()) | change
+    with pytest.raises(ValueError, match=field):
+        parse_chat_message(json.dumps(payload, default=str))
+
+
+def test_real_amounts_and_offsets_pass() -> None:
+    assert make(kind=MessageKind.PAID_MESSAGE, amount=500.0, currency="USD").amount == 500.0
+    assert make(kind=MessageKind.PAID_MESSAGE, amount=50_000.0, currency="JPY").amount == 50_000.0
+    assert make(kind=MessageKind.PAID_MESSAGE, amount=7_500_000.0, currency="IDR").amount == 7_500_000.0
+    assert make(kind=MessageKind.BITS, amount=100_000.0, currency="XXX").amount == 100_000.0
+    assert make(offset_seconds=-3600.0).offset_seconds == -3600.0  # chat before the stream started
+    assert make(offset_seconds=30 * 86400.0).offset_seconds == 30 * 86400.0
+
+
+def test_scores_are_bounded_for_their_integer_columns_and_times() -> None:
+    base = {"stream_id": "s", "viewer_id": "v", "probability": 0.3, "n_messages": 2, "model_version": "v1",
+            "event_time": NOW, "scored_at": NOW}
+    for change, field in (({"n_messages": 2**31}, "n_messages"), ({"rank": 2**31}, "rank"),
+                          ({"event_time": datetime(1970, 1, 1, tzinfo=UTC)}, "event_time"),
+                          ({"scored_at": datetime(9999, 1, 1, tzinfo=UTC)}, "scored_at")):
+        with pytest.raises(ValidationError, match=field):
+            DonorScore(**(base | change))

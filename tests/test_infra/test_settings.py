@@ -38,3 +38,18 @@ def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "AIzaSECRET123" not in repr(settings) and "AIzaSECRET123" not in str(settings)
     assert settings.youtube_api_key is not None
     assert settings.youtube_api_key.get_secret_value() == "AIzaSECRET123"
+
+
+def test_web_host_accepts_bracketed_ipv6_and_public_url_is_checked() -> None:
+    assert load_settings(web_host="[::1]").web_host == "::1"
+    assert load_settings(web_host=" 127.0.0.1 ").web_host == "127.0.0.1"
+    assert load_settings(public_url="https://dash.example.org/").public_url == "https://dash.example.org"
+    assert load_settings(public_url="").public_url is None
+    for bad in ("dash.example.org", "ftp://dash.example.org", "https://", "https://dash.example.org:99999"):
+        with pytest.raises(ValueError, match="DONORCAST_PUBLIC_URL must be http"):
+            load_settings(public_url=bad)
+
+
+def test_public_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DONORCAST_PUBLIC_URL", "https://dash.example.org:8443")
+    assert load_settings().public_url == "https://dash.example.org:8443"
