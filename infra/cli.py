@@ -69,6 +69,8 @@ def _root(
     ctx: typer.Context,
     state_dir: Annotated[str | None, typer.Option(help="state directory (DONORCAST_STATE_DIR)")] = None,
 ) -> None:
+    import tomllib
+
     from pydantic import ValidationError
 
     from infra.settings import load_settings
@@ -79,18 +81,27 @@ def _root(
     except ValidationError as error:
         console.print(describe_settings(error, given=set(overrides)), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except tomllib.TOMLDecodeError as error:  # the config file is no TOML at all
+        console.print(f"invalid settings: {config_file()} is not valid TOML: {error}", markup=False, highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def config_file() -> str:
+    import os
+
+    from infra.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
+
+    return os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)
 
 
 def describe_settings(error: ValidationError, given: set[str]) -> str:
     """A settings ValidationError as one line naming each variable and what it may be."""
-    import os
-
     from infra.errors import describe_settings_error
-    from infra.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, Settings
+    from infra.settings import Settings
 
     return describe_settings_error(
-        error, Settings, env_prefix=str(Settings.model_config.get("env_prefix", "")),
-        config_file=os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE),
+        error, Settings, env_prefix=str(Settings.model_config.get("env_prefix", "")), config_file=config_file(),
         options={field: option for field, option in ROOT_OPTIONS.items() if field in given})
 
 

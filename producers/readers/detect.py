@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from infra.errors import InputError
 from infra.events import ChatMessage
 
 from .base import ChatReader, Rejected
-from .chat_downloader import JSON_ERRORS, ChatDownloaderReader, ChatReplayCsvReader
+from .chat_downloader import JSON_ERRORS, ChatDownloaderReader, ChatReplayCsvReader, iter_json_records
 from .irc_log import LINE as IRC_LINE
 from .irc_log import IrcLogReader
 from .pytchat import PytchatReader
@@ -40,6 +41,7 @@ ALIASES: dict[str, str] = {
     "csv": "chat-replay-csv",
 }
 SNIFF_BYTES = 256 * 1024
+RECORDS_TRIED = 50  # records looked at for a format when the first one is broken
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _RAW_MARKERS = ('"replayChatItemAction"', '"addChatItemAction"', '"addLiveChatTickerItemAction"',
                 '"liveChatContinuation"', '"liveChatTextMessageRenderer"')
@@ -115,6 +117,11 @@ def _first_record(path: Path, head: str, complete: bool) -> object:
     try:
         document = json.loads(source)
     except JSON_ERRORS:
+        # A broken first record must not hide the file's format (its reader rejects just that record):
+        # the first record that parses among the next few, in a JSON array or JSON lines.
+        for _, value, error, _ in islice(iter_json_records(source), RECORDS_TRIED):
+            if error is None:
+                return value
         return None
     return document[0] if isinstance(document, list) and document else document
 

@@ -97,6 +97,16 @@ async def test_ingest_reports_unreadable_paths(pool: asyncpg.Pool, tmp_path: Pat
     ]
 
 
+async def test_a_broken_first_record_does_not_hide_the_format(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    path = chat_downloader_file(tmp_path / "chat.jsonl")
+    path.write_text('{"message_id": "cd-x", "message_type": "text_message",, }\n' + path.read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    summary = await ingest([path], pool, progress=False)
+    assert summary.formats == {"chat-downloader": 1} and summary.messages == 7 and not summary.failed_files
+    assert summary.first_rejections[0] == f"{path}:1: invalid JSON: Expecting property name enclosed in double " \
+                                          "quotes (column 55)"
+
+
 def run_cli(args: list[str], database_url: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DONORCAST_DATABASE_URL", database_url)
     monkeypatch.setenv("DONORCAST_STATE_DIR", str(state_dir))
