@@ -16,6 +16,7 @@ from infra.postgres import EmbeddedPostgres, describe_url
 from infra.settings import Settings
 
 Report = dict[str, dict[str, str]]
+STARTUP_SECONDS = 120.0  # a worker whose web server does not answer yet is starting, not broken, this long
 
 
 def kafka_status(settings: Settings) -> dict[str, str]:
@@ -75,8 +76,7 @@ def find_workers(settings: Settings, proc: Path = Path("/proc")) -> list[WorkerP
     found = []
     for entry in sorted(proc.glob("[0-9]*"), key=lambda e: int(e.name)):
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if not any(b"stream_agents" in arg for arg in argv) or b"worker" not in argv:
+            if not _is_worker((entry / "cmdline").read_bytes().split(b"\0")):
                 continue
             env = dict(item.split("=", 1) for item in (entry / "environ").read_bytes().decode(errors="replace")
                        .split("\0") if "=" in item)
@@ -90,6 +90,12 @@ def find_workers(settings: Settings, proc: Path = Path("/proc")) -> list[WorkerP
         port = env.get("DONORCAST_WEB_PORT", str(settings.web_port))
         found.append(WorkerProcess(pid=int(entry.name), url=f"http://{host}:{port}"))
     return found
+
+
+def _is_worker(argv: list[bytes]) -> bool:
+    """`... -m stream_agents worker ...` or `faust -A stream_agents.app worker ...`: the app right before
+    the `worker` subcommand (a test run that merely mentions both words is no worker)."""
+    return any(arg == b"worker" and b"stream_agents" in argv[i - 1] for i, arg in enumerate(argv) if i > 0)
 
 
 def worker_status(settings: Settings) -> Report:
@@ -107,11 +113,23 @@ def _one_worker(worker: WorkerProcess) -> dict[str, str]:
         with urllib.request.urlopen(url, timeout=1.5) as response:  # noqa: S310 - our own worker's URL
             summary = json.loads(response.read())
     except (OSError, ValueError) as error:
-        return {"state": "unhealthy", "where": worker.url, "detail": f"pid {worker.pid} runs but {url} does not "
-                f"answer ({error}); still starting?"}
+        age = process_age(worker.pid)
+        state = "starting" if age is not None and age < STARTUP_SECONDS else "unhealthy"
+        return {"state": state, "where": worker.url,
+                "detail": f"pid {worker.pid} (up {_duration(age or 0)}) runs, but {url} does not answer ({error})"}
     health = summary.get("health") or {}
     state = {"ok": "healthy", "starting": "starting"}.get(str(health.get("status")), "unhealthy")
     return {"state": state, "where": worker.url, "detail": describe_worker(worker.pid, summary)}
+
+
+def process_age(pid: int) -> float | None:
+    """Seconds since the process started (Linux /proc), None if unknown."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def describe_worker(pid: int, summary: dict[str, Any]) -> str:

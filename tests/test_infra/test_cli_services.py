@@ -116,3 +116,12 @@ def test_status_reports_only_the_workers_of_its_own_state_dir(settings: Settings
         assert "{" not in mine.stdout and "…" not in mine.stdout  # no raw JSON, nothing cut off
     finally:
         worker.stop()
+
+
+def test_only_a_worker_command_line_counts_as_a_worker() -> None:
+    from infra.health import _is_worker
+
+    assert _is_worker(b"python -m stream_agents worker --loglevel info".split())
+    assert _is_worker(b"faust -A stream_agents.app worker -l info".split())
+    assert not _is_worker(b"python -m pytest tests/test_stream_agents -k worker".split())
+    assert not _is_worker(b"donorcast worker --workers 2".split())  # the supervisor: its children are the workers
