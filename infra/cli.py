@@ -2,24 +2,27 @@
 
 Service commands (up, down, status, db migrate) live here. Every other command lives beside the
 code it runs and is listed in COMMANDS below, so this table is the map of the whole CLI. Those
-modules are imported in `build_app()`, never when `infra` is imported, and they import their heavy
-dependencies (torch, faust, selenium) inside the command bodies so `donorcast --help` stays fast.
+modules are imported only when their command runs (`infra.cli_group.LazyGroup`: `donorcast --help`
+reads their docstrings from source), and they import their heavy dependencies (torch, faust,
+selenium) inside the command bodies.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from infra.cli_group import LazyGroup
 from infra.errors import DonorcastError
-from infra.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # pydantic-settings costs a third of a second: not for `--help`
+    from pydantic import ValidationError
+
+    from infra.settings import Settings
 
 console = Console(stderr=True)
 
@@ -51,25 +54,61 @@ COMMANDS: dict[str, str] = {
 
 def settings_from(ctx: typer.Context) -> Settings:
     """The Settings object built once in the root callback (commands never read env vars themselves)."""
+    from infra.settings import Settings
+
     settings = ctx.find_root().obj
     assert isinstance(settings, Settings)
     return settings
+
+
+# settings given as options of the root command: their errors name the option, not the variable
+ROOT_OPTIONS = {"state_dir": "--state-dir"}
 
 
 def _root(
     ctx: typer.Context,
     state_dir: Annotated[str | None, typer.Option(help="state directory (DONORCAST_STATE_DIR)")] = None,
 ) -> None:
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from infra.settings import load_settings
+
     overrides = {"state_dir": state_dir} if state_dir else {}
     try:
         ctx.obj = load_settings(**overrides)
-    except ValueError as error:  # pydantic's ValidationError is a ValueError
-        console.print(f"[red]invalid settings:[/red] {error}")
+    except ValidationError as error:
+        console.print(describe_settings(error, given=set(overrides)), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except tomllib.TOMLDecodeError as error:  # the config file is no TOML at all
+        console.print(f"invalid settings: {config_file()} is not valid TOML: {error}", markup=False, highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def config_file() -> str:
+    import os
+
+    from infra.settings import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE
+
+    return os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE)
+
+
+def describe_settings(error: ValidationError, given: set[str]) -> str:
+    """A settings ValidationError as one line naming each variable and what it may be."""
+    from infra.errors import describe_settings_error
+    from infra.settings import Settings
+
+    return describe_settings_error(
+        error, Settings, env_prefix=str(Settings.model_config.get("env_prefix", "")), config_file=config_file(),
+        options={field: option for field, option in ROOT_OPTIONS.items() if field in given})
 
 
 def up(ctx: typer.Context) -> None:
     """Start the embedded Kafka and PostgreSQL (if not configured externally) and leave them running."""
+    import asyncio
+
     from infra.kafka import ensure_topics_sync
     from infra.postgres import create_pool, describe_url
     from infra.repository import migrate
@@ -106,18 +145,29 @@ def down(ctx: typer.Context) -> None:
         console.print(f"{name}: {'stopped' if stopped else 'was not running'}")
 
 
-def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Health of Kafka, PostgreSQL and (when running) the worker's metrics."""
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="the full report as JSON")] = False
+           ) -> None:
+    """Health of Kafka, PostgreSQL and the workers of this state dir."""
+    from rich.table import Table
+
     from infra.health import collect_status
 
-    report = collect_status(settings_from(ctx))
+    settings = settings_from(ctx)
+    report = collect_status(settings)
     if as_json:
+        import json
+
         print(json.dumps(report, indent=2, default=str))
         return
-    table = Table("component", "state", "where", "detail")
+    table = Table("component", "state", "where", "detail", title=f"donorcast status of {settings.state_dir.resolve()}",
+                  title_justify="left")
+    colours = {"healthy": "green", "starting": "yellow", "stopped": "yellow"}
     for name, item in report.items():
-        colour = "green" if item["state"] == "healthy" else "yellow" if item["state"] == "stopped" else "red"
-        table.add_row(name, f"[{colour}]{item['state']}[/{colour}]", item.get("where", ""), item.get("detail", ""))
+        colour = colours.get(item["state"], "red")
+        table.add_row(name, f"[{colour}]{item['state']}[/{colour}]", escape(item.get("where", "")),
+                      escape(item.get("detail", "")))
+    for column in table.columns:  # wrap long URLs and details inside their cell, never cut them off
+        column.overflow = "fold"
     Console().print(table)
     if any(item["state"] == "unhealthy" for item in report.values()):
         raise typer.Exit(1)
@@ -129,6 +179,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 @db_app.command("migrate")
 def db_migrate(ctx: typer.Context) -> None:
     """Apply pending SQL migrations (safe to run any number of times)."""
+    import asyncio
+
     from infra.postgres import create_pool
     from infra.repository import migrate
     from infra.services import running_services
@@ -148,39 +200,24 @@ def db_migrate(ctx: typer.Context) -> None:
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+class _Commands(LazyGroup):
+    lazy = COMMANDS
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="donorcast",
         help="Live donor-likelihood scoring of livestream chat.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
+        cls=_Commands,
     )
     app.callback()(_root)
     app.command()(up)
     app.command()(down)
     app.command()(status)
     app.add_typer(db_app, name="db")
-    for name, target in COMMANDS.items():
-        attribute = _load(target)
-        if attribute is None:
-            continue
-        if isinstance(attribute, typer.Typer):
-            app.add_typer(attribute, name=name)
-        else:
-            app.command(name)(attribute)
     return app
-
-
-def _load(target: str) -> object | None:
-    """Import "module:attribute"; None only when that module itself does not exist (yet)."""
-    module_name, attribute = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
-            return None
-        raise
-    return getattr(module, attribute)
 
 
 def main() -> None:

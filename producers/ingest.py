@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import IO, Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from infra.errors import InputError
 from infra.events import ChatMessage
@@ -189,10 +191,13 @@ async def ingest(
                     summary.skipped["file of no chat format"] += 1
                 bar.advance(task)
                 continue
+            records_before = summary.messages + summary.rejected
             try:
                 await _ingest_file(reader, pool, tally, batch_size, on_batch)
                 summary.files += 1
                 summary.formats[reader.name] += 1
+                if file in explicit and summary.messages + summary.rejected == records_before and not reader.skipped:
+                    summary.failed_files.append(_nothing_in(file, reader))
             except InputError as error:
                 summary.failed_files.append(str(error))
             tally.streams.update((info.platform, info.stream_id) for info in reader.streams.values())
@@ -205,6 +210,13 @@ async def ingest(
     return summary
 
 
+def _nothing_in(file: Path, reader: ChatReader) -> str:
+    """Why a named file that was read gave no record at all (e.g. an empty file read with --format)."""
+    size = file.stat().st_size
+    cause = "empty file (0 bytes)" if size == 0 else f"{size:,} bytes, but no chat record in them"
+    return f"{file}: {cause} (read as {reader.name})"
+
+
 # ---------------------------------------------------------------- command
 
 def rejected_file(state_dir: Path) -> Path:
@@ -213,30 +225,48 @@ def rejected_file(state_dir: Path) -> Path:
 
 
 def print_summary(summary: IngestSummary) -> None:
-    from rich.console import Console
+    """The counts table (only when messages were read: a table of zeros says nothing) and notes."""
     from rich.table import Table
 
     console = Console()
-    table = Table("ingest", "count", title="ingest summary")
-    rows = [
-        ("files read", summary.files), ("streams", summary.streams), ("messages read", summary.messages),
-        ("new rows", summary.new_rows), ("already stored", summary.duplicates), ("viewers", summary.viewers),
-        ("members", summary.members), ("paid events", summary.paid_events), ("rejected", summary.rejected),
-    ]
-    for name, value in rows:
-        table.add_row(name, f"{value:,}")
-    table.add_row("rate", f"{summary.rate:,.0f} msgs/s in {summary.seconds:.1f} s")
-    console.print(table)
+    if summary.messages:
+        table = Table("ingest", "count", title="ingest summary")
+        rows = [
+            ("files read", summary.files), ("streams", summary.streams), ("messages read", summary.messages),
+            ("new rows", summary.new_rows), ("already stored", summary.duplicates), ("viewers", summary.viewers),
+            ("members", summary.members), ("paid events", summary.paid_events), ("rejected", summary.rejected),
+        ]
+        for name, value in rows:
+            table.add_row(name, f"{value:,}")
+        table.add_row("rate", f"{summary.rate:,.0f} msgs/s in {summary.seconds:.1f} s")
+        console.print(table)
     if summary.skipped:
         console.print("skipped on purpose: " + ", ".join(f"{k} {v:,}" for k, v in summary.skipped.most_common()))
     for reason in summary.first_rejections:
-        console.print(f"[yellow]rejected[/yellow] {reason}")
+        console.print(f"[yellow]rejected[/yellow] {escape(reason)}", highlight=False, soft_wrap=True)
     if summary.rejected_path:
-        console.print(f"all {summary.rejected:,} rejected records: {summary.rejected_path}")
+        console.print(f"all {summary.rejected:,} rejected records: {summary.rejected_path}", soft_wrap=True)
     for warning in summary.warnings[:10]:
-        console.print(f"[yellow]warning[/yellow] {warning}")
+        console.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def print_failures(summary: IngestSummary, console: Console) -> int:
+    """Files that could not be read, each with its cause, and the verdict; returns the exit code."""
     for failure in summary.failed_files:
-        console.print(f"[red]not read[/red] {failure}")
+        console.print(f"[red]not read[/red] {escape(failure)}", highlight=False, soft_wrap=True)
+    if summary.messages == 0:
+        if summary.failed_files or summary.first_rejections:
+            console.print("[red]nothing could be read[/red] (see the reasons above)")
+        elif summary.skipped:
+            console.print("[red]nothing could be read[/red]: no chat file among the given paths")
+        else:
+            console.print("[red]nothing could be read[/red]: no files under the given paths")
+        return 1
+    if summary.failed_files:
+        console.print(f"[red]{len(summary.failed_files)} file(s) not read[/red] (above); "
+                      "everything else was read and stored")
+        return 1
+    return 0
 
 
 def ingest_command(
@@ -246,8 +276,6 @@ def ingest_command(
     batch_size: Annotated[int, typer.Option(help="messages per database write")] = 5000,
 ) -> None:
     """Read chat files of any supported format into PostgreSQL (idempotent: re-running adds nothing)."""
-    from rich.console import Console
-
     from infra.cli import settings_from
     from infra.postgres import create_pool
     from infra.repository import migrate
@@ -276,6 +304,6 @@ def ingest_command(
         assert endpoints.database_url is not None
         summary = asyncio.run(run(endpoints.database_url))
     print_summary(summary)
-    if summary.messages == 0:
-        console.print("[red]nothing could be read[/red] (see the reasons above)")
-        raise typer.Exit(1)
+    code = print_failures(summary, console)
+    if code:
+        raise typer.Exit(code)

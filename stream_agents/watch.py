@@ -31,13 +31,16 @@ from infra.settings import Settings
 
 SPARK = "▁▂▃▄▅▆▇█"
 CHANGE_SHOWN_SECONDS = 15.0
+KNOWN_SHOWN = 20  # streams listed when the one asked for is unknown
 Fetch = Callable[[str, int], Awaitable[dict[str, Any]]]
+ListStreams = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
 # ---------------------------------------------------------------- where snapshots come from
 
-def database_fetch(settings: Settings) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
-    """Snapshots straight from PostgreSQL (the summary refreshed every few seconds, like the page)."""
+def database_fetch(settings: Settings) -> tuple[Fetch, ListStreams, Callable[[], Awaitable[None]]]:
+    """Snapshots straight from PostgreSQL (the summary refreshed every few seconds, like the page),
+    the streams it knows, and how to close the connection."""
     from stream_agents.broker import resolve_database_url
     from stream_agents.dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
 
@@ -53,18 +56,20 @@ def database_fetch(settings: Settings) -> tuple[Fetch, Callable[[], Awaitable[No
         except DatabaseUnavailable as error:
             return degraded(stream_id, k, str(error))
 
-    return fetch, data.db.close
+    async def streams() -> list[dict[str, Any]]:
+        return await data.streams(KNOWN_SHOWN + 1)
+
+    return fetch, streams, data.db.close
 
 
-def api_fetch(url: str, token: str | None) -> Fetch:
-    """Snapshots from a running dashboard's JSON API."""
+def api_fetch(url: str, token: str | None) -> tuple[Fetch, ListStreams]:
+    """Snapshots, and the streams it knows, from a running dashboard's JSON API."""
     base = url.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise InputError(f"--url must start with http:// or https:// (got {url!r})")
 
-    def get(stream_id: str, k: int) -> dict[str, Any]:
-        query = urllib.parse.urlencode({"stream": stream_id, "k": k})
-        request = urllib.request.Request(f"{base}/api/snapshot?{query}",  # noqa: S310 - scheme checked above
+    def get(path: str, **query: object) -> dict[str, Any]:
+        request = urllib.request.Request(f"{base}{path}?{urllib.parse.urlencode(query)}",  # noqa: S310 - scheme checked
                                          headers={"X-Donorcast-Token": token} if token else {})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
@@ -76,14 +81,19 @@ def api_fetch(url: str, token: str | None) -> Fetch:
                 body = {}
             if error.code == 503 and body.get("status") == "degraded":
                 return body
-            return {"status": "error", "problems": [f"HTTP {error.code}: {body.get('error') or error.reason}"]}
+            return {"status": "error", "http_status": error.code,
+                    "problems": [f"HTTP {error.code}: {body.get('error') or error.reason}"]}
         except (OSError, ValueError) as error:
             return {"status": "error", "problems": [f"cannot reach {base}: {error}"]}
 
     async def fetch(stream_id: str, k: int) -> dict[str, Any]:
-        return await asyncio.to_thread(get, stream_id, k)
+        return await asyncio.to_thread(get, "/api/snapshot", stream=stream_id, k=k)
 
-    return fetch
+    async def streams() -> list[dict[str, Any]]:
+        answer: Any = await asyncio.to_thread(get, "/api/streams", limit=KNOWN_SHOWN + 1)
+        return answer if isinstance(answer, list) else []
+
+    return fetch, streams
 
 
 # ---------------------------------------------------------------- rendering
@@ -200,11 +210,34 @@ def clock(value: datetime | str | None) -> str:
 
 # ---------------------------------------------------------------- the command
 
-async def watch(fetch: Fetch, stream_id: str, k: int, interval: float, once: bool, console: Console) -> int:
+def is_unknown(snapshot: dict[str, Any]) -> bool:
+    """No such stream: the database answered without a summary of it, or the API said 404."""
+    return (snapshot.get("status") == "ok" and not snapshot.get("summary")) or snapshot.get("http_status") == 404
+
+
+def unknown_stream(stream_id: str, known: list[dict[str, Any]]) -> Text:
+    """'unknown stream X' and the streams there are (newest activity first), as plain text."""
+    if not known:
+        return Text(f"unknown stream {stream_id!r}: no streams are stored yet "
+                    "(donorcast ingest, replay, live or demo adds them)", style="red")
+    lines = [f"unknown stream {stream_id!r}; known streams (newest activity first):"]
+    for stream in known[:KNOWN_SHOWN]:
+        title = f"  {stream['title']}" if stream.get("title") else ""
+        lines.append(f"  {stream['stream_id']}{title}  ({stream.get('state', '')})")
+    if len(known) > KNOWN_SHOWN:
+        lines.append("  … (the dashboard's stream picker lists them all)")
+    return Text("\n".join(lines))
+
+
+async def watch(fetch: Fetch, stream_id: str, k: int, interval: float, once: bool, console: Console,
+                list_streams: ListStreams | None = None) -> int:
     from rich.live import Live
 
     changes, last_good = RankChanges(), None
     snapshot = await fetch(stream_id, k)
+    if is_unknown(snapshot) and list_streams is not None:
+        console.print(unknown_stream(stream_id, await list_streams()))
+        return 1
     if once:
         console.print(render(snapshot, None, changes))
         return 0 if snapshot.get("status") == "ok" else 1
@@ -234,13 +267,13 @@ def watch_command(
     console = Console()
     close: Callable[[], Awaitable[None]] | None = None
     if url:
-        fetch = api_fetch(url, dashboard_token(settings))
+        fetch, streams = api_fetch(url, dashboard_token(settings))
     else:
-        fetch, close = database_fetch(settings)
+        fetch, streams, close = database_fetch(settings)
 
     async def main() -> int:
         try:
-            return await watch(fetch, stream, top, interval, once, console)
+            return await watch(fetch, stream, top, interval, once, console, streams)
         finally:
             if close is not None:
                 await close()

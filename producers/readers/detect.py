@@ -8,14 +8,16 @@ chat format we know (READMEs, index files) are listed as skipped, never silently
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from infra.errors import InputError
 from infra.events import ChatMessage
 
 from .base import ChatReader, Rejected
-from .chat_downloader import JSON_ERRORS, ChatDownloaderReader, ChatReplayCsvReader
+from .chat_downloader import JSON_ERRORS, ChatDownloaderReader, ChatReplayCsvReader, iter_json_records
 from .irc_log import LINE as IRC_LINE
 from .irc_log import IrcLogReader
 from .pytchat import PytchatReader
@@ -39,6 +41,7 @@ ALIASES: dict[str, str] = {
     "csv": "chat-replay-csv",
 }
 SNIFF_BYTES = 256 * 1024
+RECORDS_TRIED = 50  # records looked at for a format when the first one is broken
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _RAW_MARKERS = ('"replayChatItemAction"', '"addChatItemAction"', '"addLiveChatTickerItemAction"',
                 '"liveChatContinuation"', '"liveChatTextMessageRenderer"')
@@ -114,6 +117,11 @@ def _first_record(path: Path, head: str, complete: bool) -> object:
     try:
         document = json.loads(source)
     except JSON_ERRORS:
+        # A broken first record must not hide the file's format (its reader rejects just that record):
+        # the first record that parses among the next few, in a JSON array or JSON lines.
+        for _, value, error, _ in islice(iter_json_records(source), RECORDS_TRIED):
+            if error is None:
+                return value
         return None
     return document[0] if isinstance(document, list) and document else document
 
@@ -157,13 +165,79 @@ def open_reader(path: Path | str, format: str = "auto", **options: object) -> Ch
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     name = format_name(format)
+    if not path.is_file():  # /dev/null, a pipe: detection would consume what the reader needs
+        raise InputError(f"{path}: not a regular file ({file_kind(path)}); name chat files or folders")
     if name == "auto":
         detected = detect_format(path)
         if detected is None:
-            raise InputError(f"{path}: cannot tell which chat format this is; supported: {supported_formats()}. "
-                             "Pass --format NAME if it is one of them.")
+            raise InputError(f"{path}{why_undetected(path)}")
         name = detected
     return READERS[name](path, **options)  # type: ignore[arg-type]
+
+
+def file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def why_undetected(path: Path) -> str:
+    """Why `detect_format` found no format, as ": <cause>" (or ":L:C: <cause>" for broken JSON):
+    what the most likely reader would have stumbled on, so the user can act on it."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head:
+        return ": empty file (0 bytes)"
+    if not head.strip():
+        return f": only whitespace ({len(head):,} bytes), no chat in it"
+    nul = head.find(b"\0")
+    if nul >= 0:
+        return f": binary data, not a text chat file (NUL byte at offset {nul:,})"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 4 or len(head) < SNIFF_BYTES:  # not just a character cut at the sniff end
+            return (f": not UTF-8 text (byte 0x{head[error.start]:02x} at offset {error.start:,}): binary data "
+                    "or another encoding; chat files are UTF-8 JSON, CSV or text logs")
+        text = head.decode("utf-8", errors="ignore")
+    text = text.lstrip("\ufeff")
+    stripped = text.lstrip()
+    if stripped[0] in "[{":
+        return _why_not_json_chat(path, text)
+    first_line = stripped.split("\n", 1)[0].rstrip("\r")
+    return (f":1: text, but no chat format we know: the first line {first_line[:60]!r} is neither JSON, "
+            "an IRC log line '[HH:MM:SS] <name> text' nor a CSV header with author_id,timestamp,message"
+            + _format_hint())
+
+
+def _why_not_json_chat(path: Path, head: str) -> str:
+    stripped = head.lstrip()
+    first_line = stripped.split("\n", 1)[0]
+    try:
+        first = json.loads(first_line)  # a one-line document, or JSON lines whose first record parses
+        document: object = first if stripped.startswith("[") else [first]
+    except JSON_ERRORS:
+        source = head if len(head) < SNIFF_BYTES else path.read_text(encoding="utf-8", errors="replace")
+        try:
+            document = json.loads(source)
+        except json.JSONDecodeError as error:
+            return f":{error.lineno}:{error.colno}: invalid JSON: {error.msg} (offset {error.pos:,})"
+        except RecursionError:
+            return ": invalid JSON: nested too deeply"
+    record = document[0] if isinstance(document, list) and document else document
+    if isinstance(document, list) and not document:
+        return ": an empty JSON array, no chat records in it"
+    if isinstance(record, dict):
+        keys = ", ".join(sorted(map(str, record))[:8]) or "none"
+        return f": JSON, but its first record (keys: {keys}) is no chat format we know" + _format_hint()
+    return f": JSON, but its records are {type(record).__name__}s, not chat objects"
+
+
+def _format_hint() -> str:
+    return f"; if it is one of {', '.join(READERS)}, pass --format NAME"
 
 
 # Files inside a data folder that are never chat (documentation, spreadsheets, images, archives).

@@ -57,6 +57,35 @@ async def test_watch_reports_an_unreachable_database(tmp_path: Any) -> None:
     assert result.exit_code == 1 and "DEGRADED" in result.output and "cannot connect to PostgreSQL" in result.output
 
 
+async def test_watch_names_an_unknown_stream_and_lists_the_known_ones(tmp_path: Any, database_url: str,
+                                                                    dashboard_settings: Any,
+                                                                    stream_data: asyncpg.Pool) -> None:
+    """Without --once: it used to wait forever for a stream that does not exist."""
+    env = {"DONORCAST_DATABASE_URL": database_url, "DONORCAST_STATE_DIR": str(tmp_path)}
+    result = await asyncio.wait_for(asyncio.to_thread(run_watch, ["no-such-stream"], env), timeout=60)
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "unknown stream 'no-such-stream'; known streams (newest activity first):"
+    assert lines[1].split() == [STREAM, "Test", "<b>stream</b>", "(replaying)"]
+    assert lines[2].split() == ["s-old", "(ended)"]
+    assert "Traceback" not in result.output and "waiting for scores" not in result.output
+
+    async with serve(dashboard_settings(), database_url) as client:
+        url = str(client.make_url("/"))
+        through_api = await asyncio.wait_for(
+            asyncio.to_thread(run_watch, ["no-such-stream", "--url", url], {"DONORCAST_STATE_DIR": str(tmp_path)}),
+            timeout=60)
+    assert through_api.exit_code == 1, through_api.output
+    assert through_api.output.splitlines()[:3] == lines[:3]
+
+
+async def test_watch_on_an_empty_database_says_there_are_no_streams(tmp_path: Any, database_url: str) -> None:
+    env = {"DONORCAST_DATABASE_URL": database_url, "DONORCAST_STATE_DIR": str(tmp_path)}
+    result = await asyncio.wait_for(asyncio.to_thread(run_watch, ["s1"], env), timeout=60)
+    assert result.exit_code == 1, result.output
+    assert "unknown stream 's1': no streams are stored yet" in result.output
+
+
 def test_rank_changes_and_sparkline() -> None:
     changes = RankChanges()
     board = [{"viewer_id": "a", "rank": 1}, {"viewer_id": "b", "rank": 2}]

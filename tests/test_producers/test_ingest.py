@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -87,8 +88,23 @@ async def test_ingest_reports_unreadable_paths(pool: asyncpg.Pool, tmp_path: Pat
     unknown.write_text("hello\n", encoding="utf-8")
     summary = await ingest([unknown, tmp_path / "missing.json"], pool, progress=False)
     assert summary.messages == 0 and len(summary.failed_files) == 2
-    assert "cannot tell which chat format" in summary.failed_files[1] or "cannot tell" in summary.failed_files[0]
-    assert any("no such file" in f for f in summary.failed_files)
+    assert summary.failed_files == [
+        f"{tmp_path / 'missing.json'}: no such file or directory",
+        f"{unknown}:1: text, but no chat format we know: the first line 'hello' is neither JSON, an IRC log line "
+        "'[HH:MM:SS] <name> text' nor a CSV header with author_id,timestamp,message; if it is one of "
+        "chat-downloader, chat-replay-csv, youtube-raw, youtube-api, pytchat, seed-sqlite, irc, youtube-chat, "
+        "pass --format NAME",
+    ]
+
+
+async def test_a_broken_first_record_does_not_hide_the_format(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    path = chat_downloader_file(tmp_path / "chat.jsonl")
+    path.write_text('{"message_id": "cd-x", "message_type": "text_message",, }\n' + path.read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    summary = await ingest([path], pool, progress=False)
+    assert summary.formats == {"chat-downloader": 1} and summary.messages == 7 and not summary.failed_files
+    assert summary.first_rejections[0] == f"{path}:1: invalid JSON: Expecting property name enclosed in double " \
+                                          "quotes (column 55)"
 
 
 def run_cli(args: list[str], database_url: str, state_dir: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
@@ -115,10 +131,74 @@ def test_ingest_command(database_url: str, tmp_path: Path, monkeypatch: pytest.M
     unknown.write_text("hello\n", encoding="utf-8")
     nothing = run_cli(["ingest", str(unknown)], database_url, state, monkeypatch)
     assert nothing.exit_code == 1
-    assert "nothing could be read" in nothing.output and "supported" in nothing.output
+    assert "nothing could be read (see the reasons above)" in nothing.output
+    assert f"{unknown}:1: text, but no chat format we know" in nothing.output
+    assert "ingest summary" not in nothing.output  # no table of zeros
 
     bad_format = run_cli(["ingest", str(unknown), "--format", "vtt"], database_url, state, monkeypatch)
     assert bad_format.exit_code == 2 and "unknown chat format" in bad_format.output
+
+
+def test_ingest_names_the_cause_of_each_unreadable_file(database_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broken JSON, an empty file, a binary file and /dev/null each get their own cause, with file and
+    line or offset; the good file named beside them is still stored."""
+    good = chat_downloader_file(tmp_path / "good.jsonl")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"message_id": "a", "author" {"id": "x"}}\n{"message_id": "b"}\n', encoding="utf-8")
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    binary = tmp_path / "picture.json"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Jos\u00e9: ol\u00e1\n".encode("latin-1"))
+    named = [good, broken, empty, binary, latin1, Path("/dev/null")]
+    result = run_cli(["ingest", *map(str, named)], database_url, tmp_path / "state", monkeypatch)
+    out = result.output
+    assert result.exit_code == 1, out
+    assert f"not read {broken}:1:30: invalid JSON: Expecting ':' delimiter (offset 29)" in out
+    assert f"not read {empty}: empty file (0 bytes)" in out
+    assert f"not read {binary}: binary data, not a text chat file (NUL byte at offset 8)" in out
+    assert f"not read {latin1}: not UTF-8 text (byte 0xe9 at offset 3)" in out
+    assert "not read /dev/null: not a regular file (a character device)" in out
+    assert "5 file(s) not read (above); everything else was read and stored" in out
+    assert "messages read" in out and "Traceback" not in out and "cannot tell" not in out
+
+    async def stored() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM chat_messages"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored()) == 7  # the good file's 7 valid messages
+
+
+def test_ingest_with_nothing_readable_says_why(database_url: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    given = run_cli(["ingest", str(empty), "--format", "chat-downloader"], database_url, tmp_path / "s", monkeypatch)
+    assert given.exit_code == 1
+    assert f"not read {empty}: empty file (0 bytes) (read as chat-downloader)" in given.output
+    assert "nothing could be read (see the reasons above)" in given.output and "ingest summary" not in given.output
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"message_id": "a",, "x": 1}\n', encoding="utf-8")
+    rejected = run_cli(["ingest", str(broken), "-f", "chat-downloader"], database_url, tmp_path / "s", monkeypatch)
+    assert rejected.exit_code == 1
+    assert f"rejected {broken}:1: invalid JSON: Expecting property name enclosed in double quotes (column 20)" \
+        in rejected.output
+    assert "nothing could be read (see the reasons above)" in rejected.output
+    assert "ingest summary" not in rejected.output
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "README.md").write_text("# notes\n", encoding="utf-8")
+    folder = run_cli(["ingest", str(docs)], database_url, tmp_path / "s", monkeypatch)
+    assert folder.exit_code == 1
+    assert "nothing could be read: no chat file among the given paths" in folder.output
+    assert "see the reasons above" not in folder.output and "ingest summary" not in folder.output
 
 
 @pytest.mark.slow
