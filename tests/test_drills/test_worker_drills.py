@@ -1,10 +1,9 @@
 """Worker drills on the real worker process, real Tansu and real PostgreSQL. Each ends with the
-accounting in worker_support.account: every produced message is stored once and counted into its
-viewer's score, or dead-lettered with a reason, and nothing else exists.
-
-kill -9 mid-replay and restart is already drilled, with exactly this accounting, by
-tests/test_stream_agents/test_worker_restart.py::test_kill9_mid_replay_recovers_sequences_exactly;
-it is not repeated here.
+accounting in worker_support.account: every produced message is stored exactly once and counted into
+its viewer's score exactly once, or dead-lettered exactly once with a reason, and nothing else exists
+(multisets, read to the end of every topic). The kill -9 and the two-worker drills run the real ONNX
+model (tests/test_drills/real_model.py); the others a stand-in scorer where the drill is about the
+worker's mechanics, not the model (PostgreSQL crash, broker restart, a slowed worker).
 """
 
 from __future__ import annotations
@@ -24,8 +23,10 @@ from infra.kafka import free_port
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS
 from tests.test_drills.worker_support import (
+    MixedPublisher,
     account,
     expected_inputs,
+    malformed_records,
     reported_on_failure,
     sequences,
     wait_rows,
@@ -60,20 +61,25 @@ def reference_held(messages: list[Any], stream_id: str, capacity: int) -> dict[s
 
 
 async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
-    topics: Settings, tmp_path: Path, pool: asyncpg.Pool
+    topics: Settings, tmp_path: Path, pool: asyncpg.Pool, real_model_registry: Path
 ) -> None:
+    """Two workers running the real ONNX model; B is killed with kill -9 while valid and malformed records
+    are in flight; A takes over B's partitions, and every record ends scored once or dead-lettered once."""
+    from tests.test_drills.real_model import install
+
     settings = topics.model_copy(update={"sequence_length": 8})  # short rings: slots reused across the failover
-    promote_double(settings.registry_dir)
+    version = install(real_model_registry, settings.registry_dir)
     messages = synthetic_stream("s1", viewers=60, messages=1200, donors=8, seed=21)
     messages += synthetic_stream("s2", viewers=30, messages=400, donors=4, seed=22)
+    malformed = malformed_records(40)
     # Two free ports (port + 1 may be anyone's: a run failed with B unable to bind it)
-    a = start_worker(settings, free_port(), tmp_path / "a.log", model_double=True)
-    b = start_worker(settings, free_port(), tmp_path / "b.log", model_double=True)
+    a = start_worker(settings, free_port(), tmp_path / "a.log", model_double=False)
+    b = start_worker(settings, free_port(), tmp_path / "b.log", model_double=False)
     try:
         with reported_on_failure([a, b]):
-            a.wait_ready(90)
-            b.wait_ready(90)
-            with BackgroundPublisher(settings, messages, rate=400, raw=MALFORMED):
+            assert a.wait_ready(120)["model_version"] == version
+            assert b.wait_ready(120)["model_version"] == version
+            with MixedPublisher(settings, messages, malformed, rate=300):
                 # both hold partitions and are working before B dies
                 a.wait_until(lambda s: s["records_in"] > 50, 60, "worker A to process", poll=0.2)
                 b.wait_until(lambda s: s["records_in"] > 50, 60, "worker B to process", poll=0.2)
@@ -95,13 +101,12 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
                              f"A to hold every viewer of {stream} as the reference does")
             # ... and then its lag reads 0 on every partition (the gauge is measured every 5 s).
             summary = a.wait_until(lambda s: s["lag"] == 0, 30, "A's lag to read 0 once everything is applied")
-            total = len(messages) + len(MALFORMED)
-            result = await account(settings, pool, messages, MALFORMED)
-            print(f"\nB processed {b_done} records, was killed; A held B's {len(b_viewers)} viewers after "
-                  f"{took_over:.1f} s (rebalance + changelog recovery) and processed "
+            result = await account(settings, pool, messages, malformed, redelivered=True)
+            assert {s["model_version"] for s in (summary,)} == {version}
+            print(f"\nreal model {version}: B processed {b_done} records, was killed; A held B's {len(b_viewers)} "
+                  f"viewers after {took_over:.1f} s (rebalance + changelog recovery) and processed "
                   f"{summary['records_in']} ({summary['messages']['duplicate']} redelivered duplicates)\n"
                   f"{result.line()}")
-            assert summary["records_in"] + b_done >= total  # redelivery may repeat, never skip
     except BaseException:
         try:
             print(await topic_report(settings, messages))
@@ -112,6 +117,48 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_kill9_mid_stream_with_the_real_model_every_record_scored_or_dead_lettered_once(
+    topics: Settings, tmp_path: Path, pool: asyncpg.Pool, real_model_registry: Path
+) -> None:
+    """One worker running the real ONNX model is killed with kill -9 while valid and malformed records are
+    in flight, and restarted; the restarted one recovers the sequences from the changelogs, re-reads what
+    the first had not committed, and every record ends stored and counted once, or dead-lettered once."""
+    from tests.test_drills.real_model import install
+
+    settings = topics.model_copy(update={"sequence_length": 8})
+    version = install(real_model_registry, settings.registry_dir)
+    messages = synthetic_stream("s1", viewers=50, messages=900, donors=6, seed=23)
+    malformed = malformed_records(30)
+    port = free_port()
+    first = start_worker(settings, port, tmp_path / "first.log", model_double=False)
+    workers = [first]
+    second = None
+    try:
+        with reported_on_failure(workers):
+            assert first.wait_ready(120)["model_version"] == version
+            publisher = MixedPublisher(settings, messages, malformed, rate=250)
+            with publisher:
+                done = first.wait_until(lambda s: s["records_in"] >= 300, 60, "a third of the stream", poll=0.1)
+                first.kill9()
+                # mid-stream: records still to come, or read and not yet processed (the worker lags behind)
+                assert done["records_in"] < len(messages) + len(malformed), "killed after the end"
+                second = start_worker(settings, port, tmp_path / "second.log", model_double=False)
+                workers.append(second)
+                assert second.wait_ready(120)["model_version"] == version
+            expected = reference_held(messages, "s1", settings.sequence_length)
+            second.wait_until(lambda _: held_by(second, "s1") == expected, 120,
+                              "the restarted worker to hold every viewer as the reference does")
+            summary = second.wait_until(lambda s: s["lag"] == 0, 30, "lag 0 once everything is applied")
+            result = await account(settings, pool, messages, malformed, redelivered=True)
+            print(f"\nreal model {version}: killed after {done['records_in']} records; the restarted worker read "
+                  f"{summary['records_in']} ({summary['messages']['duplicate']} already applied, skipped)\n"
+                  f"{result.line()}")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 def held_report(worker: WorkerProcess, messages: list[Any], settings: Settings) -> str:
