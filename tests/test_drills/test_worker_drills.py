@@ -513,8 +513,11 @@ async def test_broker_restart_worker_resets_consistently_and_accounts_for_what_w
         if summary.get("broker_resets") != 1:
             problems.append(f"the worker did not notice the broker reset once: {summary.get('broker_resets')}")
         lost = int(summary.get("lost_on_broker_reset_storage", 0))
-        state = await wait_rows(pool, lambda s: s["ids"] >= {m.message_id for m in parts[0] + parts[2]}, 30)
+        state = await wait_rows(pool, lambda s: set(s["ids"]) >= {m.message_id for m in parts[0] + parts[2]}, 30)
         delivered = [m for m in stream if m.message_id in state["ids"]]
+        repeated = {i: n for i, n in state["ids"].items() if n != 1}
+        if repeated or set(state["ids"]) - {m.message_id for m in stream}:
+            problems.append(f"rows not exactly once per produced message: {list(repeated.items())[:5]}")
         if len(stream) - len(delivered) != lost:
             problems.append(f"{len(stream) - len(delivered)} messages neither stored nor reported lost "
                             f"(lost_on_broker_reset_storage={lost})")
@@ -586,7 +589,7 @@ async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scor
             await asyncio.to_thread(own_broker.start, port=own_broker.port)
             await ensure_topics(bootstrap, settings, PRODUCER_TOPICS)
             await publish(settings, parts[2])
-            state = await wait_rows(pool, lambda s: s["ids"] >= {m.message_id for m in parts[0] + parts[2]}, 60)
+            state = await wait_rows(pool, lambda s: set(s["ids"]) >= {m.message_id for m in parts[0] + parts[2]}, 60)
             after = set(expected_inputs(parts[2]))
             floor = Counter(expected_inputs(parts[0] + parts[2]))  # applied before the reset, or sent after it
 
@@ -608,6 +611,7 @@ async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scor
             assert "were never scored" in worker.log_path.read_text(), "the loss was not logged"
             state = await wait_rows(pool, lambda s: len(s["ids"]) == len(stream) - lost_storage, 20)
             assert len(stream) - len(state["ids"]) == lost_storage  # storage: stored, or reported lost
+            assert set(state["ids"]) <= {m.message_id for m in stream} and set(state["ids"].values()) == {1}
             produced = expected_inputs(stream)
             # Against what was produced, not what was stored: a sink behind the agent leaves records unstored
             # (lost_storage) that the agent did apply.
