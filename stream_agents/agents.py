@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,23 @@ async def partition_end(app: faust.App, rt: Runtime, tp: TP) -> int:
     return max(int(highwater or 0), await rt.gaps.end_offset(tp.partition))
 
 
+def skip_applied(rt: Runtime, records: Sequence[Any]) -> list[Any]:
+    """The records after their partition's applied offset. One at or before it was applied, and its dead
+    letter and scores handed to the producer, before a kill or a rebalance re-delivered it (faust commits
+    consumer offsets later than the tables say): applying it again would change no sequence but would
+    dead-letter it twice and publish its viewer's score twice. Counted as duplicates."""
+    applied = {p: rt.applied(p) for p in {r.message.partition for r in records}}
+    fresh = [r for r in records if applied[r.message.partition] is None
+             or r.message.offset > applied[r.message.partition]]  # type: ignore[operator]
+    if len(fresh) < len(records):
+        rt.metrics.records_in.inc(len(records) - len(fresh))
+        rt.metrics.count("duplicate", len(records) - len(fresh))
+        now = time.monotonic()
+        for partition in applied:
+            rt.delivered_at[partition] = now
+    return fresh
+
+
 async def handle(rt: Runtime, records: Sequence[Any], watch: BrokerWatch | None = None, resets: int = 0) -> None:
     """One micro-batch, start to finish (the agent's body, also used to catch up a stalled partition).
     `resets`: the watch's reset count when the records were fetched; if a broker reset happened since (while
@@ -50,6 +68,9 @@ async def handle(rt: Runtime, records: Sequence[Any], watch: BrokerWatch | None 
     async with rt.batch_lock:
         if watch is not None and watch.resets != resets:
             records = watch.drop_leftovers(records)
+        records = skip_applied(rt, records)
+        if not records:
+            return
         batch = sort_events(records)
         model = await rt.models.wait_for_model()
         scores = await process_batch(rt, model, batch, n_records=len(records))

@@ -6,6 +6,7 @@ tests/test_drills/test_worker_drills.py::test_broker_restart_worker_resets_consi
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,8 @@ async def test_publisher_notices_the_reset_recreates_topics_and_reports_what_the
     assert publisher.counters.resets == [reset] and str(len(before)) in reset.describe()
     # the topics were recreated with their own partition count before the new records went in
     assert await partition_count(settings.kafka_bootstrap or "", topic_name(CHAT_MESSAGES, settings)) == 3
-    on_new_broker = await read_topic(settings, CHAT_MESSAGES, expect=len(after))
-    assert sorted(parse_chat_message(r.value).message_id for r in on_new_broker) == sorted(m.message_id for m in after)
+    on_new_broker = await read_topic(settings, CHAT_MESSAGES, timeout=30)  # until idle, not up to a count
+    assert Counter(parse_chat_message(r.value).message_id for r in on_new_broker) == Counter(m.message_id for m in after)
 
 
 async def test_replay_goes_on_into_the_new_broker_and_its_summary_reports_the_reset(
@@ -114,6 +115,14 @@ async def test_replay_goes_on_into_the_new_broker_and_its_summary_reports_the_re
     lost_broker_had = summary.broker_resets[0].acknowledged_before
     assert 0 < lost_broker_had < len(messages)
     assert "restarted with empty storage" in summary.describe()
-    # everything sent after the restart is on the new broker (acknowledged there), nothing more
-    on_new_broker = await read_topic(settings, CHAT_MESSAGES)
-    assert len(on_new_broker) >= len(messages) - lost_broker_had
+    # Each record on the new broker once, and only produced ones.
+    on_new_broker = Counter(parse_chat_message(r.value).message_id
+                            for r in await read_topic(settings, CHAT_MESSAGES, timeout=30))
+    assert set(on_new_broker.values()) == {1}, f"sent twice: {[i for i, n in on_new_broker.items() if n > 1][:5]}"
+    assert set(on_new_broker) <= {m.message_id for m in messages}
+    # NOT exact yet (a known product fault, issue 17): `acknowledged_before` counts acknowledgements the NEW
+    # broker gave before the publisher noticed the reset as the lost broker's. Measured: 302 sent, 283
+    # "acknowledged by the lost broker", 54 on the new one (283 + 54 > 302). The exact form,
+    # sum(on_new_broker.values()) == len(messages) - lost_broker_had, needs producers/publisher.py to count
+    # acknowledgements per cluster id (and report the lost ones by id).
+    assert sum(on_new_broker.values()) >= len(messages) - lost_broker_had

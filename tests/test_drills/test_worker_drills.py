@@ -1,10 +1,9 @@
 """Worker drills on the real worker process, real Tansu and real PostgreSQL. Each ends with the
-accounting in worker_support.account: every produced message is stored once and counted into its
-viewer's score, or dead-lettered with a reason, and nothing else exists.
-
-kill -9 mid-replay and restart is already drilled, with exactly this accounting, by
-tests/test_stream_agents/test_worker_restart.py::test_kill9_mid_replay_recovers_sequences_exactly;
-it is not repeated here.
+accounting in worker_support.account: every produced message is stored exactly once and counted into
+its viewer's score exactly once, or dead-lettered exactly once with a reason, and nothing else exists
+(multisets, read to the end of every topic). The kill -9 and the two-worker drills run the real ONNX
+model (tests/test_drills/real_model.py); the others a stand-in scorer where the drill is about the
+worker's mechanics, not the model (PostgreSQL crash, broker restart, a slowed worker).
 """
 
 from __future__ import annotations
@@ -24,14 +23,15 @@ from infra.kafka import free_port
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS
 from tests.test_drills.worker_support import (
+    MixedPublisher,
     account,
     expected_inputs,
+    malformed_records,
     reported_on_failure,
     sequences,
     wait_rows,
 )
 from tests.test_stream_agents.harness import (
-    MALFORMED,
     BackgroundPublisher,
     WorkerProcess,
     reference_sequences,
@@ -60,20 +60,25 @@ def reference_held(messages: list[Any], stream_id: str, capacity: int) -> dict[s
 
 
 async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
-    topics: Settings, tmp_path: Path, pool: asyncpg.Pool
+    topics: Settings, tmp_path: Path, pool: asyncpg.Pool, real_model_registry: Path
 ) -> None:
+    """Two workers running the real ONNX model; B is killed with kill -9 while valid and malformed records
+    are in flight; A takes over B's partitions, and every record ends scored once or dead-lettered once."""
+    from tests.test_drills.real_model import install
+
     settings = topics.model_copy(update={"sequence_length": 8})  # short rings: slots reused across the failover
-    promote_double(settings.registry_dir)
+    version = install(real_model_registry, settings.registry_dir)
     messages = synthetic_stream("s1", viewers=60, messages=1200, donors=8, seed=21)
     messages += synthetic_stream("s2", viewers=30, messages=400, donors=4, seed=22)
+    malformed = malformed_records(40)
     # Two free ports (port + 1 may be anyone's: a run failed with B unable to bind it)
-    a = start_worker(settings, free_port(), tmp_path / "a.log", model_double=True)
-    b = start_worker(settings, free_port(), tmp_path / "b.log", model_double=True)
+    a = start_worker(settings, free_port(), tmp_path / "a.log", model_double=False)
+    b = start_worker(settings, free_port(), tmp_path / "b.log", model_double=False)
     try:
         with reported_on_failure([a, b]):
-            a.wait_ready(90)
-            b.wait_ready(90)
-            with BackgroundPublisher(settings, messages, rate=400, raw=MALFORMED):
+            assert a.wait_ready(120)["model_version"] == version
+            assert b.wait_ready(120)["model_version"] == version
+            with MixedPublisher(settings, messages, malformed, rate=300):
                 # both hold partitions and are working before B dies
                 a.wait_until(lambda s: s["records_in"] > 50, 60, "worker A to process", poll=0.2)
                 b.wait_until(lambda s: s["records_in"] > 50, 60, "worker B to process", poll=0.2)
@@ -95,13 +100,12 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
                              f"A to hold every viewer of {stream} as the reference does")
             # ... and then its lag reads 0 on every partition (the gauge is measured every 5 s).
             summary = a.wait_until(lambda s: s["lag"] == 0, 30, "A's lag to read 0 once everything is applied")
-            total = len(messages) + len(MALFORMED)
-            result = await account(settings, pool, messages, MALFORMED)
-            print(f"\nB processed {b_done} records, was killed; A held B's {len(b_viewers)} viewers after "
-                  f"{took_over:.1f} s (rebalance + changelog recovery) and processed "
+            result = await account(settings, pool, messages, malformed)
+            assert {s["model_version"] for s in (summary,)} == {version}
+            print(f"\nreal model {version}: B processed {b_done} records, was killed; A held B's {len(b_viewers)} "
+                  f"viewers after {took_over:.1f} s (rebalance + changelog recovery) and processed "
                   f"{summary['records_in']} ({summary['messages']['duplicate']} redelivered duplicates)\n"
                   f"{result.line()}")
-            assert summary["records_in"] + b_done >= total  # redelivery may repeat, never skip
     except BaseException:
         try:
             print(await topic_report(settings, messages))
@@ -112,6 +116,48 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_kill9_mid_stream_with_the_real_model_every_record_scored_or_dead_lettered_once(
+    topics: Settings, tmp_path: Path, pool: asyncpg.Pool, real_model_registry: Path
+) -> None:
+    """One worker running the real ONNX model is killed with kill -9 while valid and malformed records are
+    in flight, and restarted; the restarted one recovers the sequences from the changelogs, re-reads what
+    the first had not committed, and every record ends stored and counted once, or dead-lettered once."""
+    from tests.test_drills.real_model import install
+
+    settings = topics.model_copy(update={"sequence_length": 8})
+    version = install(real_model_registry, settings.registry_dir)
+    messages = synthetic_stream("s1", viewers=50, messages=900, donors=6, seed=23)
+    malformed = malformed_records(30)
+    port = free_port()
+    first = start_worker(settings, port, tmp_path / "first.log", model_double=False)
+    workers = [first]
+    second = None
+    try:
+        with reported_on_failure(workers):
+            assert first.wait_ready(120)["model_version"] == version
+            publisher = MixedPublisher(settings, messages, malformed, rate=250)
+            with publisher:
+                done = first.wait_until(lambda s: s["records_in"] >= 300, 60, "a third of the stream", poll=0.1)
+                first.kill9()
+                # mid-stream: records still to come, or read and not yet processed (the worker lags behind)
+                assert done["records_in"] < len(messages) + len(malformed), "killed after the end"
+                second = start_worker(settings, port, tmp_path / "second.log", model_double=False)
+                workers.append(second)
+                assert second.wait_ready(120)["model_version"] == version
+            expected = reference_held(messages, "s1", settings.sequence_length)
+            second.wait_until(lambda _: held_by(second, "s1") == expected, 120,
+                              "the restarted worker to hold every viewer as the reference does")
+            summary = second.wait_until(lambda s: s["lag"] == 0, 30, "lag 0 once everything is applied")
+            result = await account(settings, pool, messages, malformed)
+            print(f"\nreal model {version}: killed after {done['records_in']} records; the restarted worker read "
+                  f"{summary['records_in']} ({summary['messages']['duplicate']} already applied, skipped)\n"
+                  f"{result.line()}")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 def held_report(worker: WorkerProcess, messages: list[Any], settings: Settings) -> str:
@@ -170,7 +216,7 @@ async def topic_report(settings: Settings, messages: list[Any]) -> str:
 # ---------------------------------------------------------------- PostgreSQL outage
 
 class OwnPostgres:
-    """A PostgreSQL server of this test's own (the session's is shared), that the test stops and starts."""
+    """A PostgreSQL server of this test's own (the session's is shared), that the test crashes and starts."""
 
     def __init__(self, state_dir: Path) -> None:
         from infra.postgres import EmbeddedPostgres
@@ -179,11 +225,26 @@ class OwnPostgres:
         self.server = EmbeddedPostgres(load_settings(state_dir=state_dir))
         self.url = self.server.start().url
 
-    def stop(self) -> None:
-        assert self.server.stop(), "pg_ctl stop did not stop a running server"
+    def crash(self) -> int:
+        """kill -9 the postmaster (no shutdown checkpoint, no goodbye to clients), then wait until its
+        backends, which notice their postmaster died, have exited too (a new postmaster refuses to start
+        while they hold the shared memory). Returns the postmaster's pid."""
+        import os
+        import signal
+
+        pid = int((self.server.pgdata / "postmaster.pid").read_text().split()[0])
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()
+                  for p in (pid, *children)):
+            assert time.monotonic() < deadline, "PostgreSQL's processes did not exit after kill -9"
+            time.sleep(0.1)
+        return pid
 
     def start(self) -> None:
         # Restarting in the same process failed before infra e08ee2c (the wheel's cached handle): found here.
+        # After a crash the server runs crash recovery (replays its WAL) before it accepts connections.
         assert self.server.start().url == self.url  # same socket: clients reconnect to the same URL
 
 
@@ -227,29 +288,36 @@ def probe(worker: WorkerProcess, path: str) -> tuple[int, Any]:
 OUTAGE_SECONDS = 30.0
 
 
-async def test_postgres_down_for_30_s_scoring_goes_on_rows_arrive_after_recovery(
+async def test_postgres_killed_mid_write_for_30_s_scoring_goes_on_rows_arrive_exactly_once_after_recovery(
     topics: Settings, tmp_path: Path, own_postgres: OwnPostgres
 ) -> None:
+    """The postmaster is killed with kill -9 while the worker's sink is writing a stream (no clean shutdown),
+    stays down 30 s, and is restarted (crash recovery). Meanwhile the worker scores on and says degraded;
+    afterwards every row is there exactly once: the batch in flight at the crash was rolled back by
+    PostgreSQL and written again, idempotently."""
     from infra.postgres import create_pool
 
     settings = topics.model_copy(update={"database_url": own_postgres.url})
     promote_double(settings.registry_dir)
     before = synthetic_stream("s1", viewers=40, messages=400, donors=5, seed=31)
-    during = synthetic_stream("s1", viewers=40, messages=900, donors=5, seed=32,
+    during = synthetic_stream("s1", viewers=40, messages=1200, donors=5, seed=32,
                               start=before[-1].timestamp + timedelta(seconds=1))
     during = [m.model_copy(update={"message_id": f"late-{m.message_id}"}) for m in during]
+    malformed = malformed_records(24)
     worker = start_worker(settings, free_port(), tmp_path / "worker.log", model_double=True)
     try:
         worker.wait_ready(90)
         with BackgroundPublisher(settings, before, rate=2000):
             pass
         worker.wait_until(lambda s: s["postgres_rows"]["chat_messages"] >= len(before), 60, "the first rows")
-
-        await asyncio.to_thread(own_postgres.stop)
-        stopped_at = time.monotonic()
-        scored_at_stop = worker.summary()["scores_published"]
         samples = []
-        with BackgroundPublisher(settings, during, rate=60, raw=MALFORMED):  # ~15 s of the outage
+        with MixedPublisher(settings, during, malformed, rate=60):  # ~20 s, most of it during the outage
+            # mid-write: the sink has begun writing the second part when the postmaster dies
+            worker.wait_until(lambda s: s["postgres_rows"]["chat_messages"] >= len(before) + 60, 60,
+                              "the sink to write the second part", poll=0.1)
+            postmaster = await asyncio.to_thread(own_postgres.crash)
+            stopped_at = time.monotonic()
+            at_crash = worker.summary()
             while time.monotonic() - stopped_at < OUTAGE_SECONDS:
                 summary = worker.summary()
                 samples.append({"t": time.monotonic() - stopped_at, "summary": summary,
@@ -257,13 +325,15 @@ async def test_postgres_down_for_30_s_scoring_goes_on_rows_arrive_after_recovery
                                 "page": probe(worker, "/dashboard/")[0],
                                 "board": probe(worker, "/api/leaderboard?stream=s1")[0]})
                 time.sleep(1.0)
-        total = len(before) + len(during) + len(MALFORMED)
+        total = len(before) + len(during) + len(malformed)
         last = samples[-1]["summary"]
+        written_at_crash = at_crash["postgres_rows"]["chat_messages"]
+        assert written_at_crash < len(before) + len(during), "the crash came after the last write"
         # The worker kept scoring to Kafka the whole time, and said it was degraded instead of failing.
         assert worker.process.poll() is None, worker.log_tail()
         assert last["records_in"] == total, f"scoring stalled during the outage: {last['records_in']}/{total}"
-        assert last["scores_published"] > scored_at_stop
-        assert last["postgres_rows"]["chat_messages"] == len(before)  # nothing written while it was down
+        assert last["scores_published"] > at_crash["scores_published"]
+        assert last["postgres_rows"]["chat_messages"] == written_at_crash  # nothing written while it was down
         late = [s for s in samples if s["t"] > 10]
         assert all(s["summary"]["degraded"]["postgres"] for s in late)
         assert all(s["healthz"][1]["status"] == "degraded" and s["healthz"][1]["problems"] for s in late)
@@ -285,11 +355,12 @@ async def test_postgres_down_for_30_s_scoring_goes_on_rows_arrive_after_recovery
 
         pool = await create_pool(own_postgres.url)
         try:
-            result = await account(settings, pool, before + during, MALFORMED)
+            result = await account(settings, pool, before + during, malformed)
         finally:
             await pool.close()
-        print(f"\nPostgreSQL down {OUTAGE_SECONDS:.0f} s: the worker scored {last['scores_published'] - scored_at_stop} "
-              f"more times meanwhile, degraded from {min(s['t'] for s in samples if s['summary']['degraded']['postgres']):.1f} s, "
+        print(f"\nPostgreSQL postmaster {postmaster} killed -9 after {written_at_crash} rows, down {OUTAGE_SECONDS:.0f} s: "
+              f"the worker scored {last['scores_published'] - at_crash['scores_published']} more times meanwhile, "
+              f"degraded from {min(s['t'] for s in samples if s['summary']['degraded']['postgres']):.1f} s, "
               f"{re_sample(retries, 'donorcast_postgres_retries_total'):.0f} sink retries; every row in "
               f"{caught_up:.1f} s after restart ({recovered['postgres_rows']})\n{result.line()}")
     finally:
@@ -442,8 +513,11 @@ async def test_broker_restart_worker_resets_consistently_and_accounts_for_what_w
         if summary.get("broker_resets") != 1:
             problems.append(f"the worker did not notice the broker reset once: {summary.get('broker_resets')}")
         lost = int(summary.get("lost_on_broker_reset_storage", 0))
-        state = await wait_rows(pool, lambda s: s["ids"] >= {m.message_id for m in parts[0] + parts[2]}, 30)
+        state = await wait_rows(pool, lambda s: set(s["ids"]) >= {m.message_id for m in parts[0] + parts[2]}, 30)
         delivered = [m for m in stream if m.message_id in state["ids"]]
+        repeated = {i: n for i, n in state["ids"].items() if n != 1}
+        if repeated or set(state["ids"]) - {m.message_id for m in stream}:
+            problems.append(f"rows not exactly once per produced message: {list(repeated.items())[:5]}")
         if len(stream) - len(delivered) != lost:
             problems.append(f"{len(stream) - len(delivered)} messages neither stored nor reported lost "
                             f"(lost_on_broker_reset_storage={lost})")
@@ -515,7 +589,7 @@ async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scor
             await asyncio.to_thread(own_broker.start, port=own_broker.port)
             await ensure_topics(bootstrap, settings, PRODUCER_TOPICS)
             await publish(settings, parts[2])
-            state = await wait_rows(pool, lambda s: s["ids"] >= {m.message_id for m in parts[0] + parts[2]}, 60)
+            state = await wait_rows(pool, lambda s: set(s["ids"]) >= {m.message_id for m in parts[0] + parts[2]}, 60)
             after = set(expected_inputs(parts[2]))
             floor = Counter(expected_inputs(parts[0] + parts[2]))  # applied before the reset, or sent after it
 
@@ -537,6 +611,7 @@ async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scor
             assert "were never scored" in worker.log_path.read_text(), "the loss was not logged"
             state = await wait_rows(pool, lambda s: len(s["ids"]) == len(stream) - lost_storage, 20)
             assert len(stream) - len(state["ids"]) == lost_storage  # storage: stored, or reported lost
+            assert set(state["ids"]) <= {m.message_id for m in stream} and set(state["ids"].values()) == {1}
             produced = expected_inputs(stream)
             # Against what was produced, not what was stored: a sink behind the agent leaves records unstored
             # (lost_storage) that the agent did apply.
