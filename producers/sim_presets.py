@@ -13,8 +13,12 @@ habits can be changed on purpose and the model checked against the change:
   streams, back-loaded payments, another streamer, other phrasings for every template, a language
   the training presets never use (French) and a weaker, differently shaped donor signal.
 - `null`: a leak detector. Donors chat exactly like everyone else before they pay (same rate, no
-  burst, same style, no superfans, payment time drawn inside the donor's ordinary presence), so a
-  leak-free model can do no better than chance on it.
+  burst, same style, no superfans), are drawn uniformly from the audience whatever they paid before
+  (so a viewer's history says nothing either), and pay right after their last ordinary message. A
+  payment inside the presence would cut a donor's before-paid window short of everyone else's: the
+  truncation alone (fewer messages, an earlier last message) is a difference a model can use, and
+  the first version of this preset had it (issue 14's report: p = 0.002 for a chat-only baseline).
+  So a leak-free model can do no better than chance on it.
 
 Ranges are drawn log-uniformly per stream; an explicit `viewers=` / `minutes=` / `donor_share=`
 passed to `simulate()` fixes that value for every stream.
@@ -63,7 +67,9 @@ class SimPreset:
     address_streamer: tuple[float, float] = (0.12, 0.35)  # (others, donors)
     lurker_donor_share: float = 0.25
     superfan_share: float = 0.08
-    payment_inside_presence: bool = False  # null: a donor's presence is not stretched to cover payments
+    # null: donors drawn uniformly (not repeat payers first, not by generosity), and they pay when
+    # their ordinary presence ends, so their before-paid window is their whole chat, like everyone's
+    neutral_donors: bool = False
     typo_rate: float = 0.08
     notes: str = field(default="", compare=False)
 
@@ -109,7 +115,7 @@ PRESETS: dict[str, SimPreset] = {
     "null": SimPreset(
         "null", minutes=(20.0, 180.0), viewers=(50, 800), donor_share=(0.03, 0.08),
         payment_timing=(UNIFORM_DECILES,), donor_rate_boost=1.0, burst=(0, 0), donor_style=NORMAL_STYLE,
-        address_streamer=(0.12, 0.12), lurker_donor_share=0.0, superfan_share=0.0, payment_inside_presence=True,
+        address_streamer=(0.12, 0.12), lurker_donor_share=0.0, superfan_share=0.0, neutral_donors=True,
         notes="leak detector: donors chat exactly like everyone else before paying",
     ),
 }

@@ -26,10 +26,12 @@ like everyone else before paying: the leak detector).
    tenth of the stream [60%]) and stays an exponential while, and chats as a Poisson process.
 3. `donor_share` of attendees ([5%]) become this stream's donors. After the first stream,
    each donor slot is filled with probability 0.47 by a viewer who already paid in an earlier
-   stream (weighted by generosity), else by a new payer weighted by generosity.
+   stream (weighted by generosity), else by a new payer weighted by generosity [`null`: uniformly
+   from the audience, past payments and generosity ignored].
 4. Donation timing and amounts follow the Wings of Redemption Super Chat logs (below): the first
    payment's position in the stream from their decile histogram [or a uniform or back-loaded
-   one; `null`: uniform inside the donor's ordinary presence, which is not stretched], extra payments by the same donor
+   one; `null`: right after the donor's ordinary presence ends, so the chat before it is the
+   donor's whole chat], extra payments by the same donor
    (1 payment 79%, 2: 13%, 3: 4%, 4: 1.5%, 5: 2.5%) after exponential gaps with a 6 min median.
    Kinds: Super Chat 74%, Super Sticker 12%, gifted memberships 8% (1/5/10/20 gifts), new
    membership 6% (non-members). USD price tier from WoS, shown in the donor's local currency at
@@ -500,6 +502,10 @@ def _simulate_stream(rng: random.Random, index: int, community: list[Viewer], pa
     returning = [v for v in present if v.viewer_id in past_donors]
     fresh = [v for v in present if v.viewer_id not in past_donors]
     for _ in range(n_donors):
+        if preset.neutral_donors:  # null: who paid before, and how generous, says nothing
+            pool = [v for v in present if v not in donors]
+            donors.append(rng.choice(pool))
+            continue
         pool = returning if returning and (not fresh or rng.random() < REPEAT_DONOR_PROBABILITY) else fresh
         if not pool:
             break
@@ -515,8 +521,8 @@ def _simulate_stream(rng: random.Random, index: int, community: list[Viewer], pa
         if viewer.viewer_id not in donor_ids:
             builder.chatter(viewer, window, style_until=0.0, present=present)
             continue
-        if preset.payment_inside_presence:  # null: the donor's ordinary presence, untouched
-            times = builder.payment_times(within=window)
+        if preset.neutral_donors:  # null: ordinary presence untouched, the payment right after it
+            times = builder.payment_times(within=(window[1], window[1]))
         else:
             times = builder.payment_times()
             arrive = min(window[0], max(0.0, times[0] - rng.expovariate(1 / 900.0)))  # there before paying

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 BASELINES = ("activity", "tfidf_all", "mean_embedding")
 SHOWN = {"count": "message count", "activity": "activity LR", "tfidf_all": "TF-IDF (all messages) + activity LR",
-         "mean_embedding": "mean embedding + activity LR"}
+         "mean_embedding": "mean embedding + activity LR", "history_rule": "history rule (paid before)"}
 
 
 @dataclass(frozen=True)

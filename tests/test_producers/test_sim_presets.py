@@ -120,6 +120,54 @@ def test_null_donors_are_not_chattier_before_paying() -> None:
     assert mannwhitneyu(donors, others, alternative="greater").pvalue < 1e-3
 
 
+def before_paid_counts(stream: SimulatedStream) -> tuple[list[int], list[int]]:
+    """Input messages each chatter has at the before-paid snapshot: (donors, everyone else)."""
+    counts: dict[str, int] = {}
+    for m in stream.messages:
+        first = stream.first_donation_time(m.viewer_id)
+        if m.is_model_input and (first is None or m.timestamp < first):
+            counts[m.viewer_id] = counts.get(m.viewer_id, 0) + 1
+    donors = [n for v, n in counts.items() if v in stream.donor_ids]
+    return donors, [n for v, n in counts.items() if v not in stream.donor_ids]
+
+
+def test_null_donors_have_as_many_messages_before_paying_as_others_have_in_all() -> None:
+    """Window parity: a NULL donor pays after their last ordinary message, so the before-paid window
+    holds as many messages as a non-donor's whole chat (a payment inside the presence would cut it
+    short, and the count alone would tell donors apart); `mixed` donors' windows are longer."""
+    from scipy.stats import mannwhitneyu
+
+    def counts(preset: str) -> tuple[list[int], list[int]]:
+        donors, others = [], []
+        for s in streams(preset, 24):
+            d, o = before_paid_counts(s)
+            donors += d
+            others += o
+        return donors, others
+
+    donors, others = counts("null")
+    assert len(donors) > 200 and mannwhitneyu(donors, others).pvalue > 0.01
+    donors, others = counts("mixed")
+    assert mannwhitneyu(donors, others, alternative="greater").pvalue < 1e-3
+
+
+def test_null_donors_are_drawn_whatever_they_paid_before() -> None:
+    """History parity: in NULL a viewer who paid in an earlier stream is no likelier to pay again
+    (the history track would otherwise read a signal the chat does not carry); in `mixed` they are."""
+    def z_of(preset: str) -> float:
+        paid_before: set[str] = set()
+        donors, others = [], []
+        for s in streams(preset, 24):
+            chatters = {m.viewer_id for m in s.messages if m.is_model_input}
+            for viewer in chatters:
+                (donors if viewer in s.donor_ids else others).append(viewer in paid_before)
+            paid_before |= set(s.donor_ids)
+        return share_z(donors, others)
+
+    assert abs(z_of("null")) < 3
+    assert z_of("mixed") > 5
+
+
 def test_unknown_preset_is_named_in_the_error() -> None:
     with pytest.raises(ValueError, match="unknown simulator preset 'nope'.*mixed"):
         preset_named("nope")
