@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 BASELINES = ("activity", "tfidf_all", "mean_embedding")
 SHOWN = {"count": "message count", "activity": "activity LR", "tfidf_all": "TF-IDF (all messages) + activity LR",
-         "mean_embedding": "mean embedding + activity LR", "history_rule": "history rule (paid before)"}
+         "mean_embedding": "mean embedding + activity LR", "history_rule": "history rule (paid before)",
+         "stack": "ablation: transformer logit + activity (+ history) LR, fit on validation"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,35 @@ def score_sets(settings: Settings, version: ModelVersion, train_ds: Dataset, set
         for eval_set in sets:
             if eval_set.name in by_split:
                 out[eval_set.name][name] = by_split[eval_set.name]
+    for name, values in stack_on_validation(sets, out, with_history=with_history).items():
+        out[name]["stack"] = values
     return out
+
+
+STACK_ACTIVITY_COLUMNS = [0, 1, 3, 4, 5, 6, 7]  # ACTIVITY_FEATURES minus the absolute stream time
+
+
+def stack_on_validation(sets: list[EvalSet], scores: dict[str, dict[str, np.ndarray]], *,
+                        with_history: bool) -> dict[str, np.ndarray]:
+    """An ablation, not the deployed model: a logistic regression on the transformer's logit beside
+    the viewer's activity (and history) numbers, fitted on the validation set's before-paid rows and
+    applied to the other sets. It asks whether stacking would pay before the live path computes it.
+    Its validation row is in-sample and so left out."""
+    from sklearn.linear_model import LogisticRegression
+
+    def design(eval_set: EvalSet) -> np.ndarray:
+        p = np.clip(scores[eval_set.name]["model"].astype(np.float64), 1e-6, 1 - 1e-6)
+        columns = [np.log(p / (1 - p))[:, None], eval_set.baseline_data.activity[:, STACK_ACTIVITY_COLUMNS]]
+        if with_history:
+            columns.append(eval_set.baseline_data.history)
+        return np.hstack(columns)
+
+    validation = next(s for s in sets if s.name == "validation")
+    x = design(validation)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    model.fit((x - mean) / std, validation.labels)
+    return {s.name: model.predict_proba((design(s) - mean) / std)[:, 1] for s in sets if s is not validation}
 
 
 def calibration_on_test(version: ModelVersion, train_ds: Dataset, cache_dir: Path, out_dir: Path) -> dict[str, Any]:
