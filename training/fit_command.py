@@ -14,7 +14,7 @@ from training.train_classifier import main
 
 def fit_command(
     ctx: typer.Context,
-    data: Annotated[list[Path] | None, typer.Argument(metavar="[FILES]...", help=(
+    data: Annotated[list[Path] | None, typer.Argument(metavar="FILES", help=(
         "chat files (any supported format); default: the recipe's simulated streams with --simulate, "
         "else PostgreSQL"))] = None,
     recipe: Annotated[Path | None, typer.Option(help="training recipe TOML (default: training/configs/donor-default.toml)")]

@@ -100,7 +100,7 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
                              f"A to hold every viewer of {stream} as the reference does")
             # ... and then its lag reads 0 on every partition (the gauge is measured every 5 s).
             summary = a.wait_until(lambda s: s["lag"] == 0, 30, "A's lag to read 0 once everything is applied")
-            result = await account(settings, pool, messages, malformed)
+            result = await account(settings, pool, messages, malformed, killed=True)
             assert {s["model_version"] for s in (summary,)} == {version}
             print(f"\nreal model {version}: B processed {b_done} records, was killed; A held B's {len(b_viewers)} "
                   f"viewers after {took_over:.1f} s (rebalance + changelog recovery) and processed "
@@ -150,7 +150,7 @@ async def test_kill9_mid_stream_with_the_real_model_every_record_scored_or_dead_
             second.wait_until(lambda _: held_by(second, "s1") == expected, 120,
                               "the restarted worker to hold every viewer as the reference does")
             summary = second.wait_until(lambda s: s["lag"] == 0, 30, "lag 0 once everything is applied")
-            result = await account(settings, pool, messages, malformed)
+            result = await account(settings, pool, messages, malformed, killed=True)
             print(f"\nreal model {version}: killed after {done['records_in']} records; the restarted worker read "
                   f"{summary['records_in']} ({summary['messages']['duplicate']} already applied, skipped)\n"
                   f"{result.line()}")
@@ -347,7 +347,7 @@ async def test_postgres_killed_mid_write_for_30_s_scoring_goes_on_rows_arrive_ex
         restarted_at = time.monotonic()
         recovered = worker.wait_until(
             lambda s: s["postgres_rows"]["chat_messages"] >= len(before) + len(during)
-            and not s["degraded"]["postgres"], 60, "the rows written after recovery")
+            and not s["degraded"]["postgres"], 180, "the rows written after recovery")
         caught_up = time.monotonic() - restarted_at
         assert probe(worker, "/healthz")[1]["status"] == "ok"
         # the dashboard tries PostgreSQL again at most every 2 s after a failure (RETRY_SECONDS)
@@ -410,7 +410,9 @@ async def test_burst_of_1000_per_s_against_a_slower_worker_memory_bounded_lag_sh
 
         def drained(s: dict[str, Any]) -> bool:
             samples.append((time.monotonic() - started, rss_mb(pid), s["lag"], s["records_in"]))
-            return s["records_in"] >= len(messages) and s["lag"] == 0
+            # A starved consumer can miss its poll deadline and be handed its records again: those are
+            # skipped as already applied and counted "duplicate", never applied twice.
+            return s["records_in"] - s["messages"]["duplicate"] >= len(messages) and s["lag"] == 0
 
         summary = worker.wait_until(drained, 240, "the worker to catch up", poll=1.0)
         caught_up = time.monotonic() - started
@@ -429,7 +431,7 @@ async def test_burst_of_1000_per_s_against_a_slower_worker_memory_bounded_lag_sh
         assert peak_lag > 0.1 * len(messages)
         assert any(line.startswith("donorcast_consumer_lag{") and float(line.rsplit(" ", 1)[1]) > 0
                    for line in metrics_during.splitlines())
-        assert summary["lag"] == 0 and summary["records_in"] == len(messages)
+        assert summary["lag"] == 0 and summary["records_in"] - summary["messages"]["duplicate"] == len(messages)
         # Memory is bounded: the backlog waits in Kafka, not in the worker.
         assert peak_rss - baseline < 150, f"RSS grew {peak_rss - baseline:.0f} MB under a {peak_lag}-record backlog"
         result = await account(settings, pool, messages, timeout=180)

@@ -35,12 +35,15 @@ class Accounting:
     dead_lettered: int  # dead letters read back: exactly one per malformed record
     scores_topic: int  # score records on donor-scores (each a distinct score)
     scores_postgres: int  # rows in viewer_scores (one per score on the topic)
+    repeated_after_kill: int = 0  # identical score records a kill -9 re-published (see account)
 
     def line(self) -> str:
         return (f"{self.produced} produced -> {self.stored} stored once ({self.paid_stored} paid), "
                 f"{self.inputs_counted} inputs counted into {self.scored_viewers} viewers' scores, "
                 f"{self.dead_lettered} dead-lettered once each; {self.scores_topic} scores on the topic once each "
-                f"= {self.scores_postgres} PostgreSQL rows")
+                f"= {self.scores_postgres} PostgreSQL rows"
+                + (f"; {self.repeated_after_kill} identical scores re-published after the kill"
+                   if self.repeated_after_kill else ""))
 
 
 def expected_inputs(messages: Sequence[ChatMessage]) -> dict[tuple[str, str], int]:
@@ -113,11 +116,18 @@ async def read_all(settings: Settings, spec: Any, idle: float = 2.0, timeout: fl
 
 
 async def account(settings: Settings, pool: asyncpg.Pool, messages: Sequence[ChatMessage],
-                  malformed: Sequence[bytes] = (), timeout: float = 90.0) -> Accounting:
+                  malformed: Sequence[bytes] = (), timeout: float = 90.0, killed: bool = False) -> Accounting:
     """Every produced record is stored exactly once and counted into its viewer's score exactly once, or
-    dead-lettered exactly once with a reason; nothing else exists. Each score is on the donor-scores topic
-    exactly once and in viewer_scores exactly once, also after a kill -9 or a failover (records re-delivered
-    at or before their partition's applied offset are skipped: stream_agents/agents.py skip_applied).
+    dead-lettered exactly once with a reason; nothing else exists. Each score is in viewer_scores exactly
+    once, and on the donor-scores topic exactly once (records re-delivered at or before their partition's
+    applied offset are skipped: stream_agents/agents.py skip_applied).
+
+    `killed`: a worker was killed with -9. A batch's scores and its applied offset are two writes to two
+    topics with no transaction between them; a kill after the scores reached the broker and before the
+    offset did re-delivers the batch, which is scored again. Measured under load (p50 latency 20 s): one
+    score in 455. Then a score may be on the topic twice, as the byte-identical record (same key, same
+    value), never a third time and never a different one; PostgreSQL still holds it once. The repeats are
+    counted in the result (README, Guarantees; issue 16: exactly once needs Kafka transactions).
     Fails naming what is missing or extra."""
     want_ids = Counter(m.message_id for m in messages)
     assert max(want_ids.values(), default=1) == 1, "the drill's own messages must have unique ids"
@@ -132,21 +142,34 @@ async def account(settings: Settings, pool: asyncpg.Pool, messages: Sequence[Cha
 
     letters = [DeadLetter.model_validate_json(r.value) for r in await read_all(settings, DEAD_LETTERS)]
     assert all(letter.reason.strip() and letter.location for letter in letters)
+    if killed:  # the same two-write window as the scores below: the identical letter (same origin) again
+        by_origin = Counter((letter.location, letter.raw) for letter in letters)
+        assert max(by_origin.values(), default=1) <= 2, f"a dead letter three times: {by_origin.most_common(2)}"
+        letters = list({(letter.location, letter.raw): letter for letter in letters}.values())
     problem = differences(Counter(letter.raw.encode() for letter in letters), Counter(malformed))
     assert not problem, f"dead letters (each malformed record exactly once): {problem}"
 
-    topic = Counter(score_key(DonorScore.model_validate_json(r.value))
-                    for r in await read_all(settings, DONOR_SCORES))
+    records = await read_all(settings, DONOR_SCORES)
+    topic = Counter(score_key(DonorScore.model_validate_json(r.value)) for r in records)
     distinct = Counter(dict.fromkeys(topic, 1))
     state = await wait_rows(pool, lambda s: s["score_keys"] == distinct, 30)
     problem = differences(state["score_keys"], distinct)
     assert not problem, f"viewer_scores rows against the distinct scores on the topic: {problem}"
     repeats = topic - distinct
-    assert not repeats, f"{sum(repeats.values())} scores published more than once: {list(repeats.items())[:5]}"
+    if killed:
+        values: dict[Any, set[bytes]] = {}
+        for r in records:
+            values.setdefault(score_key(DonorScore.model_validate_json(r.value)), set()).add(bytes(r.value))
+        assert max(topic.values(), default=1) <= 2, f"a score published three times or more: {topic.most_common(3)}"
+        differing = [k for k in repeats if len(values[k]) > 1]
+        assert not differing, f"a repeated score key with another value: {differing[:5]}"
+    else:
+        assert not repeats, f"{sum(repeats.values())} scores published more than once: {list(repeats.items())[:5]}"
     return Accounting(
         produced=len(messages) + len(malformed), stored=state["rows"], scored_viewers=len(inputs),
         inputs_counted=sum(inputs.values()), paid_stored=state["paid"], dead_lettered=len(letters),
-        scores_topic=sum(topic.values()), scores_postgres=state["scores"])
+        scores_topic=sum(distinct.values()), scores_postgres=state["scores"],
+        repeated_after_kill=sum(repeats.values()))
 
 
 def worker_report(worker: Any, lines: int = 80) -> str:

@@ -62,7 +62,7 @@ def test_command_help_shows_click_metavars() -> None:
     (flag,) = [line for line in status.output.splitlines() if "--json" in line]
     assert flag.split()[1:3] == ["--json", "the"]  # a flag takes no value: no type after it
     fit = runner.invoke(build_app(), ["fit", "--help"], env={"COLUMNS": "200"})
-    assert "Usage: donorcast fit [OPTIONS] [DATA]..." in fit.output
+    assert "Usage: donorcast fit [OPTIONS] [FILES]..." in fit.output
     for output in (ingest.output, status.output, fit.output):
         assert "<" not in output.replace("<stream_id>", "").replace("<time>", "") and "{" not in output
 
