@@ -21,8 +21,8 @@ def dashboard_app(settings: Settings, database_url: str | None) -> Any:
     (exactly what `create_app` does on a worker)."""
     import faust
 
-    from stream_agents.dashboard import register_dashboard
-    from stream_agents.dashboard.access import url_host
+    from dashboard import register_dashboard
+    from dashboard.access import url_host
 
     app = faust.App(f"dash-test-{id(settings)}", broker="kafka://127.0.0.1:9", autodiscover=False,
                     web_host=url_host(settings.web_host), web_bind=settings.web_host, web_port=settings.web_port)

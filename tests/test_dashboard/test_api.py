@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from dashboard import check_bind, csv_cell, is_loopback, to_csv
 from infra.errors import InputError
 from infra.repository import save_messages, save_scores
-from stream_agents.dashboard import check_bind, csv_cell, is_loopback, to_csv
 from tests.test_dashboard.conftest import serve
 from tests.test_dashboard.sample_stream import (
     FORMULA_NAME,
@@ -342,7 +342,7 @@ async def test_control_characters_get_400_and_pre_bounds_amounts_still_sum(dashb
 
 async def test_a_database_data_error_is_a_400_with_one_log_line(caplog: pytest.LogCaptureFixture,
                                                                 database_url: str) -> None:
-    from stream_agents.dashboard.queries import Database, QueryRejected
+    from dashboard.queries import Database, QueryRejected
 
     db = Database(database_url)
     try:
@@ -420,9 +420,9 @@ def test_page_code_never_builds_html_from_strings() -> None:
     import re
     from pathlib import Path
 
-    import stream_agents.dashboard
+    import dashboard
 
-    static = Path(stream_agents.dashboard.__file__).with_name("static")
+    static = Path(dashboard.__file__).with_name("static")
     code = re.sub(r"//.*", "", (static / "app.js").read_text())  # comments may name what is avoided
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
                  "setTimeout(\"", "javascript:"):

@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra.errors import DatabaseUnavailable
-from stream_agents.dashboard.data import ACTIVITY_MINUTES, RECENT_PAID, DashboardData, degraded
-from stream_agents.dashboard.encode import (
+from dashboard.data import ACTIVITY_MINUTES, RECENT_PAID, DashboardData, degraded
+from dashboard.encode import (
     LEADERBOARD_COLUMNS,
     SECURITY_HEADERS,
     SUMMARY_COLUMNS,
@@ -21,8 +20,9 @@ from stream_agents.dashboard.encode import (
     text_response,
     to_csv,
 )
-from stream_agents.dashboard.feed import LiveFeed
-from stream_agents.dashboard.queries import QueryRejected
+from dashboard.feed import LiveFeed
+from dashboard.queries import QueryRejected
+from infra.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -8,7 +8,7 @@ all partitions, even when several workers split them. If PostgreSQL cannot be re
 
 JSON API (GET; `stream` is a stream id, `k` the leaderboard size, 1..100 live, 1..1000 in exports)
 --------------------------------------------------------------------------------------------------
-    /dashboard/                          the page (plain HTML/CSS/JS from stream_agents/dashboard/static/)
+    /dashboard/                          the page (plain HTML/CSS/JS from dashboard/static/)
     /api/health                          {"status": "ok"|"degraded", "database", "problems", "model_version"}
     /api/streams?limit=200               streams, newest activity first: stream_id, platform, title, state
                                          ("live" | "replaying" | "ended"), scored_viewers, last_scored_at, ...
@@ -50,20 +50,20 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from infra.errors import InputError
-from infra.settings import Settings
-from stream_agents.dashboard.access import (
+from dashboard.access import (
     AccessPolicy,
     access_middleware,
     check_bind,
     dashboard_token,
     is_loopback,
 )
-from stream_agents.dashboard.data import DashboardData, degraded
-from stream_agents.dashboard.encode import csv_cell, to_csv
-from stream_agents.dashboard.feed import SUMMARY_SECONDS, LiveFeed
-from stream_agents.dashboard.queries import Database
-from stream_agents.dashboard.routes import DashboardRoutes
+from dashboard.data import DashboardData, degraded
+from dashboard.encode import csv_cell, to_csv
+from dashboard.feed import SUMMARY_SECONDS, LiveFeed
+from dashboard.queries import Database
+from dashboard.routes import DashboardRoutes
+from infra.errors import InputError
+from infra.settings import Settings
 
 if TYPE_CHECKING:
     import faust

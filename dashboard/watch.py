@@ -1,6 +1,6 @@
 """`donorcast watch STREAM`: the dashboard's live leaderboard in the terminal, for people on a server.
 
-By default it reads PostgreSQL with the dashboard's own queries (`stream_agents.dashboard`), so it
+By default it reads PostgreSQL with the dashboard's own queries (`dashboard`), so it
 needs neither a browser nor an open web port; `--url http://host:6066` reads a running dashboard's
 JSON API (`/api/snapshot`) instead, sending DONORCAST_DASHBOARD_TOKEN when one is set. Either way it
 shows what the page shows: the top-k viewers with rank changes, a trend sparkline and who actually
@@ -41,8 +41,8 @@ ListStreams = Callable[[], Awaitable[list[dict[str, Any]]]]
 def database_fetch(settings: Settings) -> tuple[Fetch, ListStreams, Callable[[], Awaitable[None]]]:
     """Snapshots straight from PostgreSQL (the summary refreshed every few seconds, like the page),
     the streams it knows, and how to close the connection."""
+    from dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
     from stream_agents.broker import resolve_database_url
-    from stream_agents.dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
 
     data = DashboardData(Database(resolve_database_url(settings)))
     cached: dict[str, Any] = {"summary": None, "at": 0.0}
@@ -260,8 +260,8 @@ def watch_command(
     once: Annotated[bool, typer.Option("--once", help="print the leaderboard once and exit")] = False,
 ) -> None:
     """The live donor-likelihood leaderboard of one stream in the terminal (Ctrl-C stops)."""
+    from dashboard import dashboard_token
     from infra.cli import settings_from
-    from stream_agents.dashboard import dashboard_token
 
     settings = settings_from(ctx)
     console = Console()

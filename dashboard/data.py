@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from infra.errors import DatabaseUnavailable
-from stream_agents.dashboard.queries import (
+from dashboard.queries import (
     QUERY_TIMEOUT,
     Database,
     q_activity,
@@ -28,6 +27,7 @@ from stream_agents.dashboard.queries import (
     q_viewer,
     sweep_ranks,
 )
+from infra.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     pass
