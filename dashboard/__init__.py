@@ -81,7 +81,7 @@ def register_dashboard(app: faust.App, settings: Settings, database_url: str | N
     web_app = app.web.web_app  # type: ignore[attr-defined] - faust's aiohttp driver
     web_app.middlewares.insert(0, access_middleware(AccessPolicy.from_settings(settings)))
     web_app.on_startup.append(lambda _: refuse_unsafe_bind(settings, app.conf.web_bind))
-    data = DashboardData(Database(database_url), runtime=runtime)
+    data = DashboardData(Database(database_url), runtime=runtime, currency=settings.display_currency)
     routes = DashboardRoutes(data, LiveFeed(data))
     routes.add_to(web_app.router)
 

@@ -9,12 +9,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dashboard import revenue
+from dashboard.explain import Explanation, explain_on_demand
 from dashboard.queries import (
     QUERY_TIMEOUT,
     Database,
     q_activity,
+    q_count_events,
     q_counts,
+    q_find_viewers,
     q_first_payments,
+    q_money_events,
+    q_overview,
     q_paid_of,
     q_ranks_before,
     q_recent_paid,
@@ -25,18 +31,25 @@ from dashboard.queries import (
     q_top,
     q_trends,
     q_viewer,
+    q_viewer_payments,
+    q_viewer_streams,
     sweep_ranks,
 )
 from infra.errors import DatabaseUnavailable
+from infra.money import ecb_rates
 
 if TYPE_CHECKING:
-    pass
+    from datetime import datetime
 
 TREND_POINTS = 24
 RECENT_PAID = 20
 ACTIVITY_MINUTES = 240
 VIEWER_MESSAGES = 300
 SQL_RANKS = 20  # up to this many payments' rank-before by SQL; more by one sweep over the score history
+LOW_EVIDENCE_MESSAGES = 3  # a score from fewer messages than this is shown as "low confidence"
+WHAT_IS_THIS = ("Chance to pay: the model's calibrated probability that this viewer pays (Super Chat, "
+                "membership, bits, ...) in this stream, from their chat so far. Lift: that chance divided by "
+                "the stream's base rate.")
 
 
 @dataclass
@@ -52,6 +65,7 @@ class DashboardData:
 
     db: Database
     runtime: Any = None  # stream_agents.pipeline.Runtime of this worker, for its model version
+    currency: str = "USD"  # the display currency (Settings.display_currency)
     ranks: dict[tuple[str, str], RankBefore] = field(default_factory=dict)
 
     def health(self) -> dict[str, Any]:
@@ -68,7 +82,11 @@ class DashboardData:
         return self.health()
 
     async def streams(self, limit: int = 200) -> list[dict[str, Any]]:
-        return await self.db.run(q_streams, limit)
+        streams = await self.db.run(q_streams, limit)
+        titles = unique_titles(streams)
+        for stream in streams:
+            stream["display_title"] = titles[stream["stream_id"]]
+        return streams
 
     async def stream_exists(self, stream_id: str) -> bool:
         return await self.db.run(q_stream_exists, stream_id)
@@ -140,17 +158,98 @@ class DashboardData:
             # a payer who paid before their first score counts as a miss
             "hit_rate_at_k": sum(1 for r in ranked if r.rank <= k) / len(ranks) if ranks else None,
             "payers_ranked_before_paying": len(ranked),
+            "base_rate": base_rate(counts),
+            **await self.money(stream_id, counts.get("first_message_at")),
         }
 
+    async def money(self, stream_id: str, start: datetime | None) -> dict[str, Any]:
+        """Revenue in the display currency (breakdown per currency), its curve, top donors, counts."""
+        await asyncio.to_thread(ecb_rates)  # loads the rate file once, off the event loop
+        events = await self.db.run(q_money_events, [stream_id])
+        return {"revenue": revenue.breakdown(events, self.currency),
+                "revenue_curve": revenue.curve(events, self.currency, start),
+                "top_donors": revenue.top_donors(events, self.currency),
+                "paid_counts": revenue.counts(await self.db.run(q_count_events, [stream_id]))}
+
     async def viewer(self, stream_id: str, viewer_id: str) -> dict[str, Any] | None:
-        return await self.db.run(q_viewer, stream_id, viewer_id, VIEWER_MESSAGES)
+        """The drill-down, with the messages that moved the score: stored with the score (the top of the
+        board), else computed now (explain.py), else the reason there are none."""
+        found = await self.db.run(q_viewer, stream_id, viewer_id, VIEWER_MESSAGES)
+        if found is None:
+            return None
+        score = found["score"]
+        stored = tuple(score["top_message_ids"]) if score else ()
+        if stored:
+            explanation = Explanation(stored, "scorer", "explained by the live scorer when it scored")
+        elif score is None:
+            explanation = Explanation((), None, "not scored yet: the worker scores a viewer after their first "
+                                                "chat message")
+        else:
+            explanation = await explain_on_demand(self.runtime, stream_id, viewer_id)
+        moved = set(explanation.message_ids)
+        for message in found["messages"]:
+            message["moved_score"] = message["message_id"] in moved
+        found["explanation"] = explanation.to_json()
+        if score:
+            found["low_confidence"] = score["n_messages"] < LOW_EVIDENCE_MESSAGES
+        return found
+
+    async def viewer_history(self, viewer_id: str) -> dict[str, Any] | None:
+        """One viewer across every stream: scores, ranks and payments (money in the display currency)."""
+        await asyncio.to_thread(ecb_rates)
+        streams = await self.db.run(q_viewer_streams, viewer_id, 200)
+        if not streams:
+            return None
+        payments = await self.db.run(q_viewer_payments, viewer_id, 500)
+        money = [p for p in payments if p["amount"] is not None and p["currency"] not in (None, "XXX")
+                 and p["kind"] in revenue_kinds()]
+        for stream in streams:
+            stream["display_title"] = display_title(stream)
+            paid_here = [p for p in money if p["stream_id"] == stream["stream_id"]]
+            stream["revenue"] = revenue.breakdown(paid_here, self.currency)
+            stream["low_confidence"] = (stream["n_messages"] or 0) < LOW_EVIDENCE_MESSAGES
+        return {"viewer_id": viewer_id, "viewer_name": streams[0]["viewer_name"], "streams": streams,
+                "payments": payments, "revenue": revenue.breakdown(money, self.currency)}
+
+    async def find_viewers(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
+        return await self.db.run(q_find_viewers, text, limit)
+
+    async def overview(self, limit: int, since: datetime | None, until: datetime | None, k: int = 20
+                       ) -> dict[str, Any]:
+        """Every stream (live and replaying first) with its rates, revenue, top 3 and precision@k so
+        far, and totals per channel."""
+        await asyncio.to_thread(ecb_rates)
+        streams = await self.db.run(q_overview, limit, since, until, k)
+        ids = [s["stream_id"] for s in streams]
+        events = await self.db.run(q_money_events, ids) if ids else []
+        counted = await self.db.run(q_count_events, ids) if ids else []
+        titles = unique_titles(streams)
+        channels: dict[str, dict[str, Any]] = {}
+        for stream in streams:
+            paid_here = [e for e in events if e["stream_id"] == stream["stream_id"]]
+            stream["display_title"] = titles[stream["stream_id"]]
+            stream["revenue"] = revenue.breakdown(paid_here, self.currency)
+            stream["paid_counts"] = revenue.counts([c for c in counted if c["stream_id"] == stream["stream_id"]])
+            name = stream["channel_name"] or stream["channel_id"] or "(no channel)"
+            channel = channels.setdefault(name, {"channel": name, "streams": 0, "messages": 0, "payers": 0,
+                                                 "events": []})
+            channel["streams"] += 1
+            channel["messages"] += stream["messages"]
+            channel["payers"] += stream["payers"]
+            channel["events"].extend(paid_here)
+        totals = [{**{k_: v for k_, v in c.items() if k_ != "events"},
+                   "revenue": revenue.breakdown(c["events"], self.currency)} for c in channels.values()]
+        return {"currency": self.currency, "k": k, "streams": streams,
+                "channels": sorted(totals, key=lambda c: -c["revenue"]["total"])}
 
     async def snapshot(self, stream_id: str, k: int, summary: dict[str, Any] | None = None) -> dict[str, Any]:
         """Everything the page needs for one stream, in one answer (what the live feed pushes)."""
+        summary = summary if summary is not None else await self.summary(stream_id, k)
         return {
-            "status": "ok", "problems": [], "stream_id": stream_id, "k": k,
-            "summary": summary if summary is not None else await self.summary(stream_id, k),
-            "leaderboard": await self.leaderboard(stream_id, k),
+            "status": "ok", "problems": [], "stream_id": stream_id, "k": k, "currency": self.currency,
+            "what_is_this": WHAT_IS_THIS,
+            "summary": summary,
+            "leaderboard": with_lift(await self.leaderboard(stream_id, k), (summary or {}).get("base_rate")),
             "paid": await self.paid(stream_id, k),
             "activity": await self.activity(stream_id),
             "model_version": self.health()["model_version"],
@@ -171,3 +270,54 @@ def hit_at(before: RankBefore, k: int) -> bool:
 
 def degraded(stream_id: str | None, k: int, problem: str) -> dict[str, Any]:
     return {"status": "degraded", "problems": [problem], "stream_id": stream_id, "k": k}
+
+
+def base_rate(counts: dict[str, Any]) -> dict[str, Any]:
+    """The stream's base rate: payers so far / viewers so far; before anyone paid, the model's mean
+    probability over scored viewers (said in `source`)."""
+    viewers, payers, mean = counts.get("viewers") or 0, counts.get("payers") or 0, counts.get("model_mean")
+    if viewers and payers:
+        return {"value": payers / viewers, "source": "observed", "payers": payers, "viewers": viewers,
+                "model_mean": mean, "text": f"{payers} of {viewers} viewers paid so far"}
+    if mean is not None:
+        return {"value": mean, "source": "model mean", "payers": payers, "viewers": viewers, "model_mean": mean,
+                "text": "nobody paid yet: the model's mean over scored viewers"}
+    return {"value": None, "source": None, "payers": payers, "viewers": viewers, "model_mean": None,
+            "text": "no viewers yet"}
+
+
+def with_lift(board: list[dict[str, Any]], base: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each row's lift over the base rate, and whether its score rests on too few messages."""
+    rate = (base or {}).get("value")
+    for row in board:
+        row["lift"] = row["probability"] / rate if rate else None
+        row["low_confidence"] = row["n_messages"] < LOW_EVIDENCE_MESSAGES
+    return board
+
+
+def revenue_kinds() -> set[str]:
+    from infra.money import MONEY_KINDS
+
+    return {kind.value for kind in MONEY_KINDS}
+
+
+def display_title(stream: dict[str, Any]) -> str:
+    """The stream's title, else the file it was ingested from, else its id."""
+    if stream.get("title"):
+        return stream["title"]
+    source = stream.get("source") or ""
+    if source.startswith("file:"):
+        return source.removeprefix("file:").rsplit("/", 1)[-1]
+    return stream["stream_id"]
+
+
+def unique_titles(streams: list[dict[str, Any]]) -> dict[str, str]:
+    """stream_id -> 'title · date', and the id too where two streams would still read the same."""
+    titles = {}
+    for stream in streams:
+        when = stream.get("published_at") or stream.get("first_message_at") or stream.get("last_event_time")
+        titles[stream["stream_id"]] = display_title(stream) + (f" · {when:%Y-%m-%d}" if when else "")
+    seen: dict[str, int] = {}
+    for title in titles.values():
+        seen[title] = seen.get(title, 0) + 1
+    return {sid: (f"{t} · {sid}" if seen[t] > 1 and t != sid else t) for sid, t in titles.items()}

@@ -22,7 +22,6 @@ from tests.test_dashboard.sample_stream import (
     MESSAGES,
     SCORES,
     STREAM,
-    T0,
     at,
     score,
 )
@@ -81,8 +80,10 @@ async def test_summary_activity_and_streams(dashboard_settings: Any, database_ur
     assert summary["precision_at_k"] == pytest.approx(0.5)  # of UCa, UCb only UCa paid
     assert summary["hit_rate_at_k"] == pytest.approx(1 / 3)  # UCa rank 1; Carol rank 3; UCd unscored
     assert summary["model_versions"] == {"v-test": 4}
-    assert [(m["messages"], m["paid"]) for m in activity] == [(4, 1), (2, 0), (2, 0), (0, 2)]
-    assert datetime.fromisoformat(activity[0]["minute"]) == T0
+    # minutes of stream time, counted from the first message (0.1): the payment at 3.0 is in minute 2
+    assert [(m["stream_minute"], m["messages"], m["paid"]) for m in activity] == [
+        (0, 4, 1), (1, 2, 0), (2, 2, 1), (3, 0, 1)]
+    assert datetime.fromisoformat(activity[0]["minute"]) == at(0.1)  # the start of stream minute 0
     states = {s["stream_id"]: s["state"] for s in streams}
     assert states == {STREAM: "replaying", "s-old": "ended"}
     assert streams[0]["stream_id"] == STREAM  # most recently scored first
