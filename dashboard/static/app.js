@@ -351,7 +351,7 @@
         { label: "messages / min", stroke: "#5b84d6", fill: "rgba(157, 184, 238, 0.7)", bars: true },
         { label: "paid events / min", stroke: "#d2413a", scale: "paid", points: true },
       ],
-      axes: [{ scale: "y", label: "messages per minute" }, { scale: "paid", label: "paid events per minute", side: 1 }],
+      axes: [{ scale: "y", label: "messages / min" }, { scale: "paid", label: "paid events / min", side: 1 }],
     }, data);
   }
 
@@ -363,7 +363,7 @@
       xLabel: "minutes since stream start",
       series: [{ label: `revenue (${currency})`, stroke: "#b7791f", fill: "rgba(242, 193, 78, 0.25)", stepped: true,
         value: (u, v) => (v === null || v === undefined ? "—" : money(v, currency)) }],
-      axes: [{ scale: "y", label: `cumulative revenue, ${currency}` }],
+      axes: [{ scale: "y", label: `revenue, ${currency}` }],
     }, data);
     $("revenue-empty").hidden = points.length > 0;
     const donors = summary.top_donors || [];

@@ -49,7 +49,8 @@ window.donorcast = (() => {
   // The per-currency breakdown a total came from, one line per currency (shown on hover).
   function breakdownText(revenue) {
     if (!revenue || !revenue.by_currency || !revenue.by_currency.length) return "no payments in money yet";
-    return revenue.by_currency.map((r) => `${money(r.amount, r.currency)} → ${money(r.converted, revenue.currency)}`
+    const fmt = (x) => x.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    return revenue.by_currency.map((r) => `${fmt(r.amount)} ${r.currency} → ${fmt(r.converted)} ${revenue.currency}`
       + ` (${r.events} payment${r.events === 1 ? "" : "s"}, ${r.rates})`).join("\n");
   }
 
@@ -140,7 +141,7 @@ window.donorcast = (() => {
   // `spec`: {xLabel, series: [{label, stroke, fill?, scale?, bars?, points?, stepped?}], axes: [{scale, label, side?}]}
   function chart(holder, spec, data) {
     const width = Math.max(240, holder.clientWidth || 300);
-    const height = spec.height || 180;
+    const height = spec.height || 210;
     const key = JSON.stringify([spec.series.map((s) => s.label), width]);
     if (holder.__plot && holder.__key === key) {
       holder.__plot.setData(data);
@@ -153,7 +154,9 @@ window.donorcast = (() => {
       width, height,
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: false } },
+      // counts and cumulative money: every axis starts at zero, stream time at the stream's start
+      scales: Object.fromEntries([["x", { time: false, range: (u, min, max) => [0, Math.max(1, max)] }],
+        ...spec.axes.map((a) => [a.scale, { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1] }])]),
       series: [
         { label: spec.xLabel, value: (u, v) => (v === null || v === undefined ? "—" : `${v.toFixed(1)} min`) },
         ...spec.series.map((s) => ({
@@ -170,6 +173,8 @@ window.donorcast = (() => {
       ],
     };
     holder.replaceChildren();
+    // uPlot draws axis labels on its canvas; say them to assistive technology too
+    holder.setAttribute("aria-label", `${spec.axes.map((a) => a.label).join(" and ")} over ${spec.xLabel}`);
     holder.__plot = new window.uPlot(opts, data, holder);
     holder.__key = key;
     return holder.__plot;

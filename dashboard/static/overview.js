@@ -25,7 +25,7 @@
     for (const viewer of stream.top3 || []) {
       if (list.childNodes.length) list.appendChild(document.createTextNode(", "));
       list.appendChild(link(`/dashboard/viewer?${query({ viewer: viewer.viewer_id })}`,
-        `${D.displayName(viewer.viewer_name, viewer.viewer_id)} ${percent(viewer.probability, 0)}`));
+        `${D.displayName(viewer.viewer_name, viewer.viewer_id)} (${percent(viewer.probability, 0)})`));
     }
     return list.childNodes.length ? list : el("span", "muted", "—");
   }
