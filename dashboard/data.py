@@ -152,6 +152,7 @@ class DashboardData:
         ranked = [r for r in ranks.values() if r.rank is not None]
         return {
             "stream_id": stream_id, "platform": stream["platform"], "title": stream["title"],
+            "display_title": unique_titles([{**stream, "first_message_at": counts["first_message_at"]}])[stream_id],
             "state": stream["state"], "url": stream["url"], **counts,
             "scored_viewers": stream["scored_viewers"], "k": k,
             "precision_at_k": sum(1 for e in top if e["viewer_id"] in payers) / len(top) if top else None,
@@ -159,15 +160,15 @@ class DashboardData:
             "hit_rate_at_k": sum(1 for r in ranked if r.rank <= k) / len(ranks) if ranks else None,
             "payers_ranked_before_paying": len(ranked),
             "base_rate": base_rate(counts),
-            **await self.money(stream_id, counts.get("first_message_at")),
+            **await self.money(stream_id, counts.get("first_message_at"), counts.get("last_message_at")),
         }
 
-    async def money(self, stream_id: str, start: datetime | None) -> dict[str, Any]:
+    async def money(self, stream_id: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
         """Revenue in the display currency (breakdown per currency), its curve, top donors, counts."""
         await asyncio.to_thread(ecb_rates)  # loads the rate file once, off the event loop
         events = await self.db.run(q_money_events, [stream_id])
         return {"revenue": revenue.breakdown(events, self.currency),
-                "revenue_curve": revenue.curve(events, self.currency, start),
+                "revenue_curve": revenue.curve(events, self.currency, start, end),
                 "top_donors": revenue.top_donors(events, self.currency),
                 "paid_counts": revenue.counts(await self.db.run(q_count_events, [stream_id]))}
 

@@ -52,8 +52,10 @@ def _rates_text(sources: set[str]) -> str:
     return "; ".join(parts + other)
 
 
-def curve(events: Sequence[dict[str, Any]], currency: str, start: datetime | None) -> list[list[float]]:
-    """[[minutes since the stream's first message, cumulative revenue], ...], one point per payment."""
+def curve(events: Sequence[dict[str, Any]], currency: str, start: datetime | None,
+          end: datetime | None = None) -> list[list[float]]:
+    """[[minutes since the stream's first message, cumulative revenue], ...], one point per payment and
+    one at the stream's latest message (the total so far, held to now)."""
     if start is None:
         return []
     points, running = [], 0.0
@@ -63,6 +65,9 @@ def curve(events: Sequence[dict[str, Any]], currency: str, start: datetime | Non
             continue
         running += converted.value
         points.append([round((event["time"] - start).total_seconds() / 60, 3), _round(running)])
+    last = round((end - start).total_seconds() / 60, 3) if end is not None else None
+    if points and last is not None and last > points[-1][0]:
+        points.append([last, points[-1][1]])
     return points
 
 

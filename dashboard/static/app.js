@@ -200,7 +200,7 @@
   }
 
   function renderSummary(summary, snapshot) {
-    $("stream-title").textContent = summary.title || snapshot.stream_id || "";
+    $("stream-title").textContent = summary.display_title || summary.title || snapshot.stream_id || "";
     const pill = $("stream-state");
     pill.textContent = summary.state || "";
     pill.className = `pill pill-${summary.state === "ended" ? "wait" : "ok"}`;

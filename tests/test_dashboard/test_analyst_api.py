@@ -92,6 +92,8 @@ async def test_revenue_in_one_currency_at_each_events_ecb_rate(dashboard_setting
     curve = summary["revenue_curve"]
     assert [p[0] for p in curve] == sorted(p[0] for p in curve) and curve[-1][1] == pytest.approx(revenue["total"])
     assert curve[0][0] == pytest.approx(0.5)  # minutes since the stream's first message (a chatter's, at START)
+    # it ends at the latest message, here the last payment itself (no second point at the same minute)
+    assert len(curve) == len(PAYMENTS) and curve[-1][0] == pytest.approx(4.0)
     assert summary["top_donors"][0]["viewer_id"] == "UCaud"
     assert summary["top_donors"][0]["total"] == pytest.approx(by["AUD"]["converted"], abs=0.01)
     # the export keeps the breakdown per currency

@@ -105,11 +105,27 @@ def env(kafka_bootstrap: str, database_url_factory: Callable[[], str],
         worker.stop()
 
 
-def text_of(chrome: Any, selector: str) -> str:
-    from selenium.webdriver.common.by import By
+# The pages re-render their tables and tiles every second or so: an element handle taken in one call can be
+# gone by the next (stale). So everything is read in one script, atomically, and clicks run in the page.
 
-    found = chrome.find_elements(By.CSS_SELECTOR, selector)
-    return found[0].get_attribute("textContent") if found else ""  # as written, before CSS upper-cases it
+def text_of(chrome: Any, selector: str) -> str:
+    """textContent as written (before CSS upper-cases it), "" when absent."""
+    return chrome.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : ''",
+                                 selector)
+
+
+def texts_of(chrome: Any, selector: str) -> list[str]:
+    return chrome.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)",
+                                 selector)
+
+
+def attributes_of(chrome: Any, selector: str, name: str) -> list[str]:
+    return chrome.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.getAttribute(arguments[1]))", selector, name)
+
+
+def click(chrome: Any, selector: str) -> None:
+    chrome.execute_script("document.querySelector(arguments[0]).click()", selector)
 
 
 def test_overview_with_two_streams_replaying_at_once(env: Env) -> None:
@@ -118,56 +134,56 @@ def test_overview_with_two_streams_replaying_at_once(env: Env) -> None:
     env.open("/dashboard/overview")
 
     def both_replaying() -> bool:
-        states = {row.get_attribute("data-stream"): row.find_element(By.CSS_SELECTOR, ".pill").text
-                  for row in env.chrome.find_elements(By.CSS_SELECTOR, "#streams tbody tr")}
+        states = dict(env.chrome.execute_script(
+            "return [...document.querySelectorAll('#streams tbody tr')]"
+            ".map(r => [r.dataset.stream, r.querySelector('.pill').textContent])"))
         return states.get(MONEY) == "replaying" and states.get(PLAIN) == "replaying"
 
     wait_for(both_replaying, 60, "both streams shown as replaying on the overview")
     wait_for(lambda: all(text_of(env.chrome, f'tr[data-stream="{s}"] .top3 a') for s in (MONEY, PLAIN)), 30,
              "the top 3 likely donors of each stream")
-    headers = [th.get_attribute("textContent") for th in env.chrome.find_elements(By.CSS_SELECTOR, "#streams thead th")]
+    headers = texts_of(env.chrome, "#streams thead th")
     assert {"msgs/min", "payers", "revenue (USD)", "likely donors (top 3)", "precision@20"} <= set(headers)
-    row = env.chrome.find_element(By.CSS_SELECTOR, f'tr[data-stream="{MONEY}"]')
-    cells = dict(zip(headers, [td.text for td in row.find_elements(By.CSS_SELECTOR, "td")], strict=True))
+    cells = dict(zip(headers, texts_of(env.chrome, f'tr[data-stream="{MONEY}"] td'), strict=True))
     assert float(cells["msgs/min"]) > 0
     assert re.fullmatch(r"\d+ %|—", cells["precision@20"])
-    assert env.chrome.find_elements(By.CSS_SELECTOR, "#channels tbody tr")  # channel totals
+    assert texts_of(env.chrome, "#channels tbody tr")  # channel totals
     env.chrome.save_screenshot(str(ARTIFACTS / "overview-two-replays.png"))
 
     # search by name narrows the table; sorting by a column reorders it
     search = env.chrome.find_element(By.ID, "search")
     search.send_keys(PLAIN)
-    wait_for(lambda: [r.get_attribute("data-stream") for r in
-                      env.chrome.find_elements(By.CSS_SELECTOR, "#streams tbody tr")] == [PLAIN], 10, "the search")
+    wait_for(lambda: attributes_of(env.chrome, "#streams tbody tr", "data-stream") == [PLAIN], 10, "the search")
     search.clear()
     search.send_keys(" ")  # an input event with nothing to match: everything again
-    wait_for(lambda: len(env.chrome.find_elements(By.CSS_SELECTOR, "#streams tbody tr")) == 2, 10, "all rows again")
-    env.chrome.find_element(By.CSS_SELECTOR, '#streams th[data-key="messages"]').click()
-    counts = [int(r.find_elements(By.CSS_SELECTOR, "td")[headers.index("msgs")].text)
-              for r in env.chrome.find_elements(By.CSS_SELECTOR, "#streams tbody tr")]
+    wait_for(lambda: len(texts_of(env.chrome, "#streams tbody tr")) == 2, 10, "all rows again")
+    click(env.chrome, '#streams th[data-key="messages"]')
+    column = headers.index("msgs") + 1
+    counts = [int(t) for t in texts_of(env.chrome, f"#streams tbody tr td:nth-child({column})")]
     assert counts == sorted(counts, reverse=True)
 
 
 def test_currency_total_of_four_currencies_at_the_event_dates(env: Env) -> None:
-    from selenium.webdriver.common.by import By
 
     env.replay_done()
     env.open(f"/dashboard/?stream={MONEY}&k=20")
-    tile = wait_for(lambda: env.chrome.find_elements(By.CSS_SELECTOR, '#tiles [data-tile="revenue"] .money'), 30,
-                    "the revenue tile")[0]
-    wait_for(lambda: "75,000.00 IDR" in (tile.get_attribute("title") or ""), 20, "all four currencies in the breakdown")
-    shown = float(re.sub(r"[^\d.]", "", tile.text))
+    def revenue_tile() -> list[str] | None:
+        return env.chrome.execute_script(
+            "const e = document.querySelector('#tiles [data-tile=\"revenue\"] .money');"
+            "return e && e.title.includes('75,000.00 IDR') ? [e.textContent, e.title] : null")
+
+    shown_text, breakdown = wait_for(revenue_tile, 30, "the revenue tile with all four currencies")
+    shown = float(re.sub(r"[^\d.]", "", shown_text))
     assert shown == pytest.approx(expected_total("USD"), abs=0.006)  # the tile's cents
-    breakdown = tile.get_attribute("title")
     for _, _, _, amount, currency in PAYMENTS:
         if currency != "XXX":
             assert f"{amount:,.2f} {currency} → " in breakdown, breakdown
     assert "ECB rate of 2026-03-03" in breakdown and "ECB rate of 2026-03-02" in breakdown
-    assert len(tile.text.splitlines()) == 1  # one amount, not one line per currency
+    assert "\n" not in shown_text and shown_text.startswith("$")  # one amount, not one line per currency
     counts = text_of(env.chrome, '#tiles [data-tile="counts"] dd')
     assert "1,200 bits" in counts and "5 gifted memberships" in counts
-    donors = env.chrome.find_elements(By.CSS_SELECTOR, "#top-donors tbody tr")
-    assert donors[0].get_attribute("data-viewer") == "UC00001"  # 160.99 AUD is the most
+    donors = attributes_of(env.chrome, "#top-donors tbody tr", "data-viewer")
+    assert donors[0] == "UC00001"  # 160.99 AUD is the most
     env.chrome.save_screenshot(str(ARTIFACTS / "stream-money.png"))
 
 
@@ -177,8 +193,8 @@ def test_revenue_chart_has_labelled_axes_in_stream_time(env: Env) -> None:
     env.replay_done()
     env.open(f"/dashboard/?stream={MONEY}&k=20")
     wait_for(lambda: env.chrome.execute_script(
-        "const p = document.getElementById('revenue-chart').__plot; return p && p.data[0].length === 4;"), 30,
-        "four payments on the revenue chart")
+        "const p = document.getElementById('revenue-chart').__plot; return p && p.data[0].length === 5;"), 30,
+        "four payments and the stream's latest minute on the revenue chart")
     # uPlot draws the axis labels on its canvas: read them from the chart, and from the holder's label
     labels = env.chrome.execute_script(
         "return ['revenue-chart', 'activity-chart'].map(id => document.getElementById(id).__plot.axes.map(a => a.label))")
@@ -212,7 +228,6 @@ def test_explanation_for_a_viewer_outside_the_top_20(env: Env) -> None:
 
 
 def test_calibrated_percentage_beside_the_base_rate(env: Env) -> None:
-    from selenium.webdriver.common.by import By
 
     env.replay_done()
     summary = env.api(f"/api/summary?stream={MONEY}&k=20")
@@ -222,11 +237,10 @@ def test_calibrated_percentage_beside_the_base_rate(env: Env) -> None:
     wait_for(lambda: "base" in text_of(env.chrome, "#chance-head"), 30, "the base rate in the board's header")
     assert text_of(env.chrome, "#chance-head") == f"chance to pay (base {base['value'] * 100:.1f} %)"
     assert "calibrated probability" in text_of(env.chrome, "#what-is-this")
-    first = env.chrome.find_element(By.CSS_SELECTOR, "#leaderboard tbody tr")
     row = env.api(f"/api/leaderboard?stream={MONEY}&k=1")[0]
-    assert first.find_element(By.CSS_SELECTOR, ".chance").text == f"{row['probability'] * 100:.1f} %"
-    assert first.find_element(By.CSS_SELECTOR, ".lift").text.endswith("×")
-    first.click()
+    assert text_of(env.chrome, "#leaderboard tbody tr .chance") == f"{row['probability'] * 100:.1f} %"
+    assert text_of(env.chrome, "#leaderboard tbody tr .lift") == f"{row['probability'] / base['value']:.1f}×"
+    click(env.chrome, "#leaderboard tbody tr")
     meta = wait_for(lambda: "chance to pay in this stream" in text_of(env.chrome, "#drill-meta")
                     and text_of(env.chrome, "#drill-meta"), 20, "the drill-down's chance and base rate")
     assert f"base rate {base['value'] * 100:.1f} % ({base['payers']} of {base['viewers']} viewers paid so far)" in meta
