@@ -36,7 +36,7 @@ from dashboard.queries import (
     sweep_ranks,
 )
 from infra.errors import DatabaseUnavailable
-from infra.money import ecb_rates
+from infra.money import ecb_rates, is_money
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -67,6 +67,8 @@ class DashboardData:
     runtime: Any = None  # stream_agents.pipeline.Runtime of this worker, for its model version
     currency: str = "USD"  # the display currency (Settings.display_currency)
     ranks: dict[tuple[str, str], RankBefore] = field(default_factory=dict)
+    # explanations computed on demand, per score (an open drill-down refreshes every few seconds)
+    explained: dict[tuple[str, str, int, Any], Explanation] = field(default_factory=dict)
 
     def health(self) -> dict[str, Any]:
         model = getattr(getattr(self.runtime, "models", None), "current", None)
@@ -186,7 +188,12 @@ class DashboardData:
             explanation = Explanation((), None, "not scored yet: the worker scores a viewer after their first "
                                                 "chat message")
         else:
-            explanation = await explain_on_demand(self.runtime, stream_id, viewer_id)
+            key = (stream_id, viewer_id, score["n_messages"], score["event_time"])
+            explanation = self.explained.get(key) or await explain_on_demand(self.runtime, stream_id, viewer_id)
+            if explanation.source is not None:
+                if len(self.explained) > 1000:
+                    self.explained.clear()
+                self.explained[key] = explanation
         moved = set(explanation.message_ids)
         for message in found["messages"]:
             message["moved_score"] = message["message_id"] in moved
@@ -202,8 +209,7 @@ class DashboardData:
         if not streams:
             return None
         payments = await self.db.run(q_viewer_payments, viewer_id, 500)
-        money = [p for p in payments if p["amount"] is not None and p["currency"] not in (None, "XXX")
-                 and p["kind"] in revenue_kinds()]
+        money = [p for p in payments if p["amount"] is not None and is_money(p["kind"], p["currency"])]
         for stream in streams:
             stream["display_title"] = display_title(stream)
             paid_here = [p for p in money if p["stream_id"] == stream["stream_id"]]
@@ -294,12 +300,6 @@ def with_lift(board: list[dict[str, Any]], base: dict[str, Any] | None) -> list[
         row["lift"] = row["probability"] / rate if rate else None
         row["low_confidence"] = row["n_messages"] < LOW_EVIDENCE_MESSAGES
     return board
-
-
-def revenue_kinds() -> set[str]:
-    from infra.money import MONEY_KINDS
-
-    return {kind.value for kind in MONEY_KINDS}
 
 
 def display_title(stream: dict[str, Any]) -> str:
