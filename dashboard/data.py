@@ -114,9 +114,12 @@ class DashboardData:
     async def paid(self, stream_id: str, k: int, limit: int = RECENT_PAID) -> list[dict[str, Any]]:
         events = await self.db.run(q_recent_paid, stream_id, limit)
         ranks = await self.ranks_before(stream_id, events)
-        return [payment_json(e, ranks[e["message_id"]], k) for e in events]
+        await asyncio.to_thread(ecb_rates)
+        return [{**payment_json(e, ranks[e["message_id"]], k), **revenue.display_amount(e, self.currency)}
+                for e in events]
 
     async def leaderboard(self, stream_id: str, k: int) -> list[dict[str, Any]]:
+        await asyncio.to_thread(ecb_rates)
         top = await self.db.run(q_top, stream_id, k)
         ids = [entry["viewer_id"] for entry in top]
         trends = await self.db.run(q_trends, stream_id, ids, TREND_POINTS) if ids else {}
@@ -132,7 +135,8 @@ class DashboardData:
             before = ranks.get(paid[0]["message_id"]) if paid else None
             board.append({
                 **entry, "trend": trends.get(entry["viewer_id"], []), "paid_events": len(paid),
-                "paid": [{k_: p[k_] for k_ in ("kind", "amount", "currency", "amount_text", "time")} for p in paid],
+                "paid": [{**{k_: p[k_] for k_ in ("kind", "amount", "currency", "amount_text", "time")},
+                          **revenue.display_amount(p, self.currency)} for p in paid],
                 "first_paid_at": paid[0]["time"] if paid else None,
                 "rank_before_paid": before.rank if before else None,
                 "hit": hit_at(before, k) if before else None,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from infra.money import convert
+from infra.money import convert, is_money
 
 COUNT_LABELS = {  # kind -> what its `amount` counts (None: each event is one)
     "bits": "bits", "membership_gift": "gifted memberships", "gift_subscription": "gifted subs",
@@ -50,6 +50,15 @@ def _rates_text(sources: set[str]) -> str:
     other = sorted(s for s in sources if not s.startswith("ECB "))
     parts = ([f"ECB rate of {ecb[0]}" if len(ecb) == 1 else f"ECB rates of {ecb[0]} to {ecb[-1]}"] if ecb else [])
     return "; ".join(parts + other)
+
+
+def display_amount(event: dict[str, Any], currency: str) -> dict[str, Any]:
+    """One paid event in the display currency (None for counts and currencies without a rate)."""
+    converted = None
+    if event.get("amount") is not None and is_money(event["kind"], event.get("currency")):
+        converted = convert(float(event["amount"]), event["currency"], currency, event["time"].date())
+    return {"display_amount": None if converted is None else _round(converted.value), "display_currency": currency,
+            "rate": None if converted is None else converted.source}
 
 
 def curve(events: Sequence[dict[str, Any]], currency: str, start: datetime | None,

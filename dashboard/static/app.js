@@ -271,8 +271,11 @@
 
   function donatedCell(row, k) {
     if (!row.paid_events) return el("span", "muted", "—");
-    const amounts = (row.paid || []).map((p) => D.paidText(p));
-    const cell = el("span", "donated", el("span", "coin", "$"), ` ${amounts.join(", ")}`);
+    const cell = el("span", "donated", el("span", "coin", "$"), " ");
+    (row.paid || []).forEach((p, i) => {
+      if (i) cell.appendChild(document.createTextNode(", "));
+      cell.appendChild(D.paidNode(p));
+    });
     cell.appendChild(document.createTextNode(" "));
     cell.appendChild(hitTag(row.rank_before_paid, row.hit, k));
     return cell;
@@ -328,7 +331,7 @@
     for (const event of events) {
       const item = el("li", event.hit ? "paid-item hit" : "paid-item miss",
         el("span", "paid-time", clock(event.time)),
-        el("span", "paid-amount", D.paidText(event)),
+        el("span", "paid-amount", D.paidNode(event)),
         el("span", "paid-kind", kindLabel(event.kind)),
         el("span", "paid-viewer", displayName(event.viewer_name, event.viewer_id)),
         hitTag(event.rank_before, event.hit, state.k));

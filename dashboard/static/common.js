@@ -96,6 +96,14 @@ window.donorcast = (() => {
     return p.amount_text || kindLabel(p.kind);
   }
 
+  // A paid event in the display currency, its own amount and the rate on hover; counts as counts.
+  function paidNode(p) {
+    if (p.display_amount === null || p.display_amount === undefined) return el("span", "paid-count", paidText(p));
+    const span = el("span", "money", money(p.display_amount, p.display_currency));
+    span.title = p.currency === p.display_currency ? paidText(p) : `${paidText(p)} (${p.rate})`;
+    return span;
+  }
+
   function displayName(name, id) {
     return name || (id && id.startsWith("name:") ? id.slice(5) : id) || "?";
   }
@@ -221,5 +229,5 @@ window.donorcast = (() => {
   }
 
   return { $, el, link, percent, lift, money, moneyCell, breakdownText, countsText, clock, day, kindLabel,
-    paidText, displayName, lowConfidence, api, query, setBanner, chart, table, token };
+    paidText, paidNode, displayName, lowConfidence, api, query, setBanner, chart, table, token };
 })();

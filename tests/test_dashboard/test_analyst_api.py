@@ -111,6 +111,7 @@ async def test_base_rate_lift_low_confidence_and_explanations(dashboard_settings
         unexplained = await get_json(client, f"/api/viewer?stream={MONEY_STREAM}&viewer=UCeur")
         exported = await client.get(f"/api/export/leaderboard.csv?stream={MONEY_STREAM}&k=20")
         rows = list(csv.DictReader(io.StringIO(await exported.text())))
+        paid = await get_json(client, f"/api/paid?stream={MONEY_STREAM}&k=20&limit=50")
     base = snapshot["summary"]["base_rate"]
     # 6 payers (4 money, bits, gift) of 10 viewers
     assert (base["source"], base["payers"], base["viewers"]) == ("observed", 6, 10)
@@ -125,6 +126,15 @@ async def test_base_rate_lift_low_confidence_and_explanations(dashboard_settings
     # no model in this server: the panel is told why, not left empty
     assert unexplained["explanation"]["source"] is None and "runs no model" in unexplained["explanation"]["reason"]
     assert unexplained["low_confidence"] is True
+    # each paid event also in the display currency at its own date's rate; counts have no money value
+    from currency_converter import CurrencyConverter
+
+    rates = CurrencyConverter(fallback_on_missing_rate=True, fallback_on_wrong_date=True)
+    by_kind = {(p["viewer_id"], p["kind"]): p for p in paid}
+    eur = by_kind[("UCeur", "paid_message")]
+    assert eur["display_amount"] == pytest.approx(rates.convert(6.99, "EUR", "USD", date=date(2026, 3, 3)), abs=0.005)
+    assert eur["rate"] == "ECB 2026-03-03"
+    assert by_kind[("UCbits", "bits")]["display_amount"] is None
     exported_rows = {r["viewer_id"]: r for r in rows}
     assert exported_rows["UCaud"]["paid_total"] and "AUD = " in exported_rows["UCaud"]["paid_breakdown"]
     assert exported_rows["UCeur"]["low_confidence"] == "True"
