@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY infra infra
 COPY producers producers
 COPY stream_agents stream_agents
+COPY dashboard dashboard
 COPY training training
 COPY models models
 COPY bench bench

@@ -47,7 +47,7 @@ COMMANDS: dict[str, str] = {
     # stream agents: Kafka -> scores -> dashboard
     "worker": "stream_agents.worker:worker_command",
     "demo": "stream_agents.demo:demo_command",
-    "watch": "stream_agents.watch:watch_command",
+    "watch": "dashboard.watch:watch_command",
     "bench": "bench.cli:bench_app",
 }
 

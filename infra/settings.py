@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="https://name[:port] the dashboard is reached at behind a "
                                                      "proxy: its Host is allowed, and https makes the cookie Secure")
     youtube_api_key: SecretStr | None = None
+    display_currency: str = Field("USD", description="currency the dashboard shows money in (ECB rates of each "
+                                                     "event's date; ISO code, e.g. USD, EUR, JPY)")
 
     @field_validator("database_url")
     @classmethod
@@ -53,6 +55,17 @@ class Settings(BaseSettings):
                 f"DONORCAST_DATABASE_URL must start with postgresql:// (got {url.split(':', 1)[0]!r}:...)"
             )
         return url
+
+    @field_validator("display_currency")
+    @classmethod
+    def _known_currency(cls, code: str) -> str:
+        from infra.money import DISPLAY_CURRENCIES
+
+        code = code.strip().upper()
+        if code not in DISPLAY_CURRENCIES:
+            raise ValueError(f"DONORCAST_DISPLAY_CURRENCY must be one of {', '.join(sorted(DISPLAY_CURRENCIES))} "
+                             f"(got {code!r})")
+        return code
 
     @field_validator("web_host")
     @classmethod

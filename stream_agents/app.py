@@ -45,6 +45,8 @@ from typing import Any
 import faust
 from faust.exceptions import ConsumerNotStarted
 
+from dashboard import register_dashboard
+from dashboard.access import url_host
 from infra.events import DeadLetter, DonorScore
 from infra.kafka import WantedTopic, wanted_topics
 from infra.settings import Settings, load_settings
@@ -53,8 +55,6 @@ from models.registry import ModelRegistry
 from stream_agents.agents import register_agents
 from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
 from stream_agents.broker_reset import BrokerWatch, ResetAwareGapFiller, register_broker_watch
-from stream_agents.dashboard import register_dashboard
-from stream_agents.dashboard.access import url_host
 from stream_agents.metrics import Metrics
 from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
@@ -206,7 +206,7 @@ def create_app(
     register_broker_watch(app, watch, chat_messages.get_topic_name())
     register_views(app, rt, sink)
     register_shutdown(app, rt)
-    register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (stream_agents/dashboard/)
+    register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (dashboard/)
     app.runtime = rt  # type: ignore[attr-defined] - for views added later (dashboard) and tests
     return app
 

@@ -162,13 +162,13 @@ def tail(path: Path, lines: int = 20) -> str:
 def print_welcome(settings: Settings, url: str, log_path: Path, model: str) -> None:
     from rich.panel import Panel
 
-    from stream_agents.dashboard import dashboard_token
+    from dashboard import dashboard_token
 
     lines = [f"[bold]dashboard[/bold]  [link={url}]{url}[/link]"]
     if dashboard_token(settings):
         lines.append("           add ?token=<your DONORCAST_DASHBOARD_TOKEN> to open it")
     lines += [f"[bold]model[/bold]      {model}",
-              f"[bold]JSON API[/bold]   {url.replace('/dashboard/', '/api/')}streams  (see stream_agents/dashboard/__init__.py)",
+              f"[bold]JSON API[/bold]   {url.replace('/dashboard/', '/api/')}streams  (see dashboard/__init__.py)",
               "[bold]terminal[/bold]   donorcast watch STREAM_ID",
               f"[bold]worker log[/bold] {log_path}",
               "Ctrl-C stops everything."]
@@ -286,8 +286,8 @@ def demo_command(
 ) -> None:
     """The whole pipeline on this machine: embedded Kafka + PostgreSQL, a model, the worker, the
     dashboard, and streams replayed at --speed. Prints the dashboard URL; Ctrl-C stops everything."""
+    from dashboard import check_bind
     from infra.cli import settings_from
-    from stream_agents.dashboard import check_bind
 
     settings = settings_from(ctx)
     check_bind(settings)  # before anything starts

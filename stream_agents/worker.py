@@ -81,9 +81,9 @@ def _migrate(database_url: str) -> None:
 
 def print_where(settings: Settings, bootstrap: str, database_url: str | None,
                 processes: list[subprocess.Popen[bytes]]) -> None:
+    from dashboard.access import url_host
     from infra.postgres import describe_url
     from models.registry import ModelRegistry
-    from stream_agents.dashboard.access import url_host
 
     promoted = ModelRegistry(settings.registry_dir).promoted()
     table = Table("what", "where", title="donorcast worker")
@@ -126,7 +126,7 @@ def worker_command(
     from infra.services import running_services
 
     settings = settings_from(ctx)
-    from stream_agents.dashboard import check_bind
+    from dashboard import check_bind
 
     check_bind(settings)  # before any service starts; each worker checks again on the address it binds
     if workers > settings.topic_partitions:

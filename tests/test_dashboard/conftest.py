@@ -4,7 +4,7 @@ reading a real (per-test, migrated) PostgreSQL database."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,8 @@ def dashboard_app(settings: Settings, database_url: str | None) -> Any:
     (exactly what `create_app` does on a worker)."""
     import faust
 
-    from stream_agents.dashboard import register_dashboard
-    from stream_agents.dashboard.access import url_host
+    from dashboard import register_dashboard
+    from dashboard.access import url_host
 
     app = faust.App(f"dash-test-{id(settings)}", broker="kafka://127.0.0.1:9", autodiscover=False,
                     web_host=url_host(settings.web_host), web_bind=settings.web_host, web_port=settings.web_port)
@@ -63,21 +63,22 @@ async def stream_data(pool: asyncpg.Pool) -> asyncpg.Pool:
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-@pytest.fixture
-def chrome(tmp_path: Path) -> Iterator[Any]:
+@contextmanager
+def headless_chrome(directory: Path, width: int = 1400, height: int = 1000) -> Iterator[Any]:
+    """Debian's chromium, headless, downloading into `directory`/downloads (skips when not installed)."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip("Debian chromium + chromium-driver are not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
+    downloads = directory / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1400,1000"):
+                 "--no-first-run", "--disable-quic", f"--user-data-dir={directory / 'profile'}",
+                 f"--window-size={width},{height}"):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
@@ -88,6 +89,12 @@ def chrome(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def chrome(tmp_path: Path) -> Iterator[Any]:
+    with headless_chrome(tmp_path) as driver:
+        yield driver
 
 
 def wait_for(condition: Any, timeout: float, what: str, poll: float = 0.3) -> Any:

@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from dashboard import check_bind, csv_cell, is_loopback, to_csv
 from infra.errors import InputError
 from infra.repository import save_messages, save_scores
-from stream_agents.dashboard import check_bind, csv_cell, is_loopback, to_csv
 from tests.test_dashboard.conftest import serve
 from tests.test_dashboard.sample_stream import (
     FORMULA_NAME,
@@ -22,7 +22,6 @@ from tests.test_dashboard.sample_stream import (
     MESSAGES,
     SCORES,
     STREAM,
-    T0,
     at,
     score,
 )
@@ -81,8 +80,10 @@ async def test_summary_activity_and_streams(dashboard_settings: Any, database_ur
     assert summary["precision_at_k"] == pytest.approx(0.5)  # of UCa, UCb only UCa paid
     assert summary["hit_rate_at_k"] == pytest.approx(1 / 3)  # UCa rank 1; Carol rank 3; UCd unscored
     assert summary["model_versions"] == {"v-test": 4}
-    assert [(m["messages"], m["paid"]) for m in activity] == [(4, 1), (2, 0), (2, 0), (0, 2)]
-    assert datetime.fromisoformat(activity[0]["minute"]) == T0
+    # minutes of stream time, counted from the first message (0.1): the payment at 3.0 is in minute 2
+    assert [(m["stream_minute"], m["messages"], m["paid"]) for m in activity] == [
+        (0, 4, 1), (1, 2, 0), (2, 2, 1), (3, 0, 1)]
+    assert datetime.fromisoformat(activity[0]["minute"]) == at(0.1)  # the start of stream minute 0
     states = {s["stream_id"]: s["state"] for s in streams}
     assert states == {STREAM: "replaying", "s-old": "ended"}
     assert streams[0]["stream_id"] == STREAM  # most recently scored first
@@ -342,7 +343,7 @@ async def test_control_characters_get_400_and_pre_bounds_amounts_still_sum(dashb
 
 async def test_a_database_data_error_is_a_400_with_one_log_line(caplog: pytest.LogCaptureFixture,
                                                                 database_url: str) -> None:
-    from stream_agents.dashboard.queries import Database, QueryRejected
+    from dashboard.queries import Database, QueryRejected
 
     db = Database(database_url)
     try:
@@ -420,9 +421,9 @@ def test_page_code_never_builds_html_from_strings() -> None:
     import re
     from pathlib import Path
 
-    import stream_agents.dashboard
+    import dashboard
 
-    static = Path(stream_agents.dashboard.__file__).with_name("static")
+    static = Path(dashboard.__file__).with_name("static")
     code = re.sub(r"//.*", "", (static / "app.js").read_text())  # comments may name what is avoided
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function",
                  "setTimeout(\"", "javascript:"):

@@ -137,9 +137,11 @@ def test_dashboard_live_in_chromium(chrome: Any, worker: WorkerProcess, topics: 
         assert chrome.find_element(By.ID, "banner").is_displayed() is False
 
         # hostile text in the board is shown literally
-        xss_row = wait_for(lambda: chrome.find_elements(By.CSS_SELECTOR, 'tr[data-viewer="UCxss"]'), 60,
-                           "the hostile viewer on the board")[0]
-        assert xss_row.find_element(By.CSS_SELECTOR, ".viewer-name").text == XSS_NAME
+        # read in one script: the board is re-rendered every second, so an element handle can go stale
+        shown_name = wait_for(lambda: chrome.execute_script(
+            "const e = document.querySelector('tr[data-viewer=\"UCxss\"] .viewer-name'); return e && e.textContent"),
+            60, "the hostile viewer on the board")
+        assert shown_name == XSS_NAME
         assert_no_script_ran(chrome, title)
 
         # paid events appear with their amounts, and payers are marked on the board (hit or miss)
@@ -150,13 +152,17 @@ def test_dashboard_live_in_chromium(chrome: Any, worker: WorkerProcess, topics: 
                  "a payer marked on the board")
 
         # drill-down: the hostile viewer's messages, with timestamps and the ones that moved the score
-        chrome.find_element(By.CSS_SELECTOR, 'tr[data-viewer="UCxss"]').click()
-        items = wait_for(lambda: chrome.find_elements(By.CSS_SELECTOR, "#drill-messages li"), 20, "the drill-down")
+        chrome.execute_script("document.querySelector('tr[data-viewer=\"UCxss\"]').click()")
+        # the drill-down re-renders every few seconds: its messages are read in one script
+        items = wait_for(lambda: chrome.execute_script(
+            "return [...document.querySelectorAll('#drill-messages li')].map(li => "
+            "[li.querySelector('.message-text').textContent, li.querySelector('.message-time').textContent])"),
+            20, "the drill-down")
         assert chrome.find_element(By.ID, "drilldown").is_displayed()
         assert chrome.find_element(By.ID, "drill-name").text == XSS_NAME
-        texts = [i.find_element(By.CSS_SELECTOR, ".message-text").text for i in items]
+        texts = [text for text, _ in items]
         assert XSS_TEXT in texts and XSS_SCRIPT in texts  # literally, tags and all
-        times = [i.find_element(By.CSS_SELECTOR, ".message-time").text for i in items]
+        times = [time_ for _, time_ in items]
         assert all(len(t) == 8 and t[2] == ":" and t[5] == ":" for t in times), times
         assert chrome.find_elements(By.CSS_SELECTOR, "#drill-messages li.moved .tag-moved")
         assert_no_script_ran(chrome, title)

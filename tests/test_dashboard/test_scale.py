@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from stream_agents.dashboard import DashboardData, Database
+from dashboard import DashboardData, Database
 from tests.test_dashboard.conftest import serve
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 from typer.testing import CliRunner
 
+from dashboard.watch import RankChanges, render, sparkline
 from infra.cli import build_app
-from stream_agents.watch import RankChanges, render, sparkline
 from tests.test_dashboard.conftest import serve
 from tests.test_dashboard.test_api import FORMULA_NAME, HTML_NAME, STREAM
 

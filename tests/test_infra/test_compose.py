@@ -31,5 +31,5 @@ def test_compose_names_the_services_and_valid_settings() -> None:
 def test_dockerfile_pins_torch_and_copies_every_package() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile
-    for package in ("infra", "producers", "stream_agents", "training", "models"):
+    for package in ("infra", "producers", "stream_agents", "dashboard", "training", "models"):
         assert f"COPY {package} {package}" in dockerfile

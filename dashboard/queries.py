@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from infra.errors import DatabaseUnavailable
 from infra.events import PAID_KINDS
+from infra.money import MONEY_KINDS
 
 if TYPE_CHECKING:
     import asyncpg
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAID = [kind.value for kind in PAID_KINDS]
+MONEY = [kind.value for kind in MONEY_KINDS]
 ACTIVE_SECONDS = 60.0  # a stream scored this recently is live or replaying
 SETTLE_SECONDS = 20.0  # a payer's rank-before is final once its payment is this old (late scores)
 QUERY_TIMEOUT = 10.0
@@ -116,6 +118,7 @@ async def q_streams(pool: asyncpg.Pool, limit: int) -> list[dict[str, Any]]:
         """
         SELECT s.platform, s.stream_id, s.title, s.url, s.status, s.published_at, s.source,
                coalesce(v.scored_viewers, 0) AS scored_viewers, v.last_scored_at, v.last_event_time,
+               (SELECT min(m.ts) FROM chat_messages m WHERE m.stream_id = s.stream_id) AS first_message_at,
                coalesce(v.last_scored_at > now() - make_interval(secs => $2), false) AS active
         FROM streams s
         LEFT JOIN (SELECT stream_id, count(*) AS scored_viewers, max(scored_at) AS last_scored_at,
@@ -287,12 +290,17 @@ def sweep_ranks(history: Sequence[tuple[str, float, datetime]], payments: Sequen
 
 
 async def q_activity(pool: asyncpg.Pool, stream_id: str, minutes: int) -> list[dict[str, Any]]:
+    """Per minute of stream time (`stream_minute`: whole minutes since the stream's first message)."""
     rows = await pool.fetch(
         """
-        SELECT date_trunc('minute', ts) AS minute,
-               count(*) FILTER (WHERE kind <> ALL($3::text[])) AS messages,
-               count(*) FILTER (WHERE kind = ANY($3::text[])) AS paid
-        FROM chat_messages WHERE stream_id = $1 GROUP BY 1 ORDER BY 1 DESC LIMIT $2
+        WITH start AS (SELECT min(ts) AS t0 FROM chat_messages WHERE stream_id = $1),
+        per AS (
+            SELECT floor(extract(epoch FROM ts - (SELECT t0 FROM start)) / 60)::int AS stream_minute,
+                   count(*) FILTER (WHERE kind <> ALL($3::text[])) AS messages,
+                   count(*) FILTER (WHERE kind = ANY($3::text[])) AS paid
+            FROM chat_messages WHERE stream_id = $1 GROUP BY 1 ORDER BY 1 DESC LIMIT $2)
+        SELECT (SELECT t0 FROM start) + make_interval(mins => stream_minute) AS minute, stream_minute, messages, paid
+        FROM per
         """,
         stream_id, minutes, PAID, timeout=QUERY_TIMEOUT,
     )
@@ -320,12 +328,142 @@ async def q_counts(pool: asyncpg.Pool, stream_id: str) -> dict[str, Any]:
         stream_id, PAID, timeout=QUERY_TIMEOUT,
     )
     versions = await pool.fetch(
-        "SELECT model_version, count(*) AS viewers FROM viewer_scores_latest WHERE stream_id = $1 "
-        "GROUP BY 1 ORDER BY 2 DESC",
+        "SELECT model_version, count(*) AS viewers, avg(probability) AS mean FROM viewer_scores_latest "
+        "WHERE stream_id = $1 GROUP BY 1 ORDER BY 2 DESC",
         stream_id, timeout=QUERY_TIMEOUT,
     )
+    scored = sum(r["viewers"] for r in versions)
     return {**dict(row), "paid_totals": {r["currency"]: float(r["amount"]) for r in totals},
-            "model_versions": {r["model_version"]: r["viewers"] for r in versions}}
+            "model_versions": {r["model_version"]: r["viewers"] for r in versions},
+            "model_mean": sum(r["mean"] * r["viewers"] for r in versions) / scored if scored else None}
+
+
+async def q_money_events(pool: asyncpg.Pool, stream_ids: list[str]) -> list[dict[str, Any]]:
+    """Every payment in a real currency (not counts: bits, gifted memberships), oldest first."""
+    rows = await pool.fetch(
+        "SELECT stream_id, viewer_id, author_name AS viewer_name, kind, amount, currency, ts AS time "
+        "FROM chat_messages WHERE stream_id = ANY($1::text[]) AND kind = ANY($2::text[]) "
+        "AND amount IS NOT NULL AND currency IS NOT NULL AND currency <> 'XXX' ORDER BY ts, id",
+        stream_ids, MONEY, timeout=QUERY_TIMEOUT,
+    )
+    return [dict(r) for r in rows]
+
+
+async def q_count_events(pool: asyncpg.Pool, stream_ids: list[str]) -> list[dict[str, Any]]:
+    """Paid events that are not money (bits, memberships, subs, gifts): events and their summed count."""
+    rows = await pool.fetch(
+        "SELECT stream_id, kind, count(*) AS events, sum(amount) AS amount FROM chat_messages "
+        "WHERE stream_id = ANY($1::text[]) AND kind = ANY($2::text[]) "
+        "AND NOT (kind = ANY($3::text[]) AND amount IS NOT NULL AND currency IS NOT NULL AND currency <> 'XXX') "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        stream_ids, PAID, MONEY, timeout=QUERY_TIMEOUT,
+    )
+    return [dict(r) for r in rows]
+
+
+async def q_overview(pool: asyncpg.Pool, limit: int, since: datetime | None, until: datetime | None,
+                     k: int) -> list[dict[str, Any]]:
+    """Per stream: its row, chat counts, messages per minute over its newest 5 minutes of stream time,
+    payers, the top 3 by likelihood and precision@k of the current top k."""
+    rows = await pool.fetch(
+        """
+        WITH chat AS (
+            SELECT stream_id, count(*) FILTER (WHERE kind <> ALL($5::text[])) AS messages,
+                   count(DISTINCT viewer_id) AS viewers,
+                   count(DISTINCT viewer_id) FILTER (WHERE kind = ANY($5::text[])) AS payers,
+                   min(ts) AS first_message_at, max(ts) AS last_message_at
+            FROM chat_messages GROUP BY stream_id),
+        picked AS (
+            SELECT s.platform, s.stream_id, s.title, s.source, s.status, s.published_at, s.channel_id,
+                   coalesce(ch.name, '') AS channel_name, c.messages, c.viewers, c.payers,
+                   c.first_message_at, c.last_message_at
+            FROM streams s JOIN chat c ON c.stream_id = s.stream_id
+            LEFT JOIN channels ch ON ch.platform = s.platform AND ch.channel_id = s.channel_id
+            WHERE ($2::timestamptz IS NULL OR c.last_message_at >= $2)
+              AND ($3::timestamptz IS NULL OR c.first_message_at < $3)),
+        ranked AS (
+            SELECT l.stream_id, l.viewer_id, l.viewer_name, l.probability, l.scored_at,
+                   row_number() OVER (PARTITION BY l.stream_id ORDER BY l.probability DESC, l.viewer_id) AS rank
+            FROM viewer_scores_latest l WHERE l.stream_id IN (SELECT stream_id FROM picked)),
+        board AS (
+            SELECT r.stream_id, count(*) AS scored_viewers, max(r.scored_at) AS last_scored_at,
+                   count(*) FILTER (WHERE r.rank <= $4) AS top_k,
+                   count(*) FILTER (WHERE r.rank <= $4 AND EXISTS (
+                       SELECT 1 FROM chat_messages m WHERE m.stream_id = r.stream_id AND m.viewer_id = r.viewer_id
+                       AND m.kind = ANY($5::text[]))) AS top_k_paid,
+                   jsonb_agg(jsonb_build_object('viewer_id', r.viewer_id, 'viewer_name', r.viewer_name,
+                                                'probability', r.probability) ORDER BY r.rank)
+                       FILTER (WHERE r.rank <= 3) AS top3
+            FROM ranked r GROUP BY r.stream_id),
+        recent AS (
+            SELECT m.stream_id, count(*) AS recent_messages FROM chat_messages m JOIN picked p USING (stream_id)
+            WHERE m.ts > p.last_message_at - interval '5 minutes' AND m.kind <> ALL($5::text[])
+            GROUP BY m.stream_id)
+        SELECT p.*, coalesce(b.scored_viewers, 0) AS scored_viewers, b.last_scored_at,
+               coalesce(b.top_k, 0) AS top_k, coalesce(b.top_k_paid, 0) AS top_k_paid,
+               coalesce(b.top3::text, '[]') AS top3, coalesce(r.recent_messages, 0) AS recent_messages,
+               coalesce(b.last_scored_at > now() - make_interval(secs => $6), false) AS active
+        FROM picked p LEFT JOIN board b USING (stream_id) LEFT JOIN recent r USING (stream_id)
+        ORDER BY b.last_scored_at DESC NULLS LAST, p.last_message_at DESC, p.stream_id
+        LIMIT $1
+        """,
+        limit, since, until, k, PAID, ACTIVE_SECONDS, timeout=QUERY_TIMEOUT * 3,
+    )
+    import json
+
+    out = []
+    for r in rows:
+        row = stream_state(dict(r))
+        row["top3"] = json.loads(row["top3"])
+        span = (row["last_message_at"] - row["first_message_at"]).total_seconds() / 60
+        row["messages_per_minute"] = row.pop("recent_messages") / max(1.0, min(5.0, span))
+        row["precision_at_k"] = row["top_k_paid"] / row["top_k"] if row["top_k"] else None
+        out.append(row)
+    return out
+
+
+async def q_viewer_streams(pool: asyncpg.Pool, viewer_id: str, limit: int) -> list[dict[str, Any]]:
+    """One viewer across streams: chat counts, payments, latest score and rank in each, newest first."""
+    rows = await pool.fetch(
+        """
+        SELECT c.stream_id, s.title, s.source, c.messages, c.paid_events, c.first_at, c.last_at, c.viewer_name,
+               l.probability, l.n_messages,
+               CASE WHEN l.probability IS NULL THEN NULL ELSE 1 + (
+                   SELECT count(*) FROM viewer_scores_latest o WHERE o.stream_id = c.stream_id
+                   AND (o.probability > l.probability OR (o.probability = l.probability AND o.viewer_id < $1)))
+               END AS rank
+        FROM (SELECT stream_id, count(*) FILTER (WHERE kind <> ALL($3::text[])) AS messages,
+                     count(*) FILTER (WHERE kind = ANY($3::text[])) AS paid_events,
+                     min(ts) AS first_at, max(ts) AS last_at, max(author_name) AS viewer_name
+              FROM chat_messages WHERE viewer_id = $1 GROUP BY stream_id) c
+        LEFT JOIN LATERAL (SELECT title, source FROM streams WHERE stream_id = c.stream_id LIMIT 1) s ON true
+        LEFT JOIN viewer_scores_latest l ON l.stream_id = c.stream_id AND l.viewer_id = $1
+        ORDER BY c.last_at DESC LIMIT $2
+        """,
+        viewer_id, limit, PAID, timeout=QUERY_TIMEOUT,
+    )
+    return [dict(r) for r in rows]
+
+
+async def q_viewer_payments(pool: asyncpg.Pool, viewer_id: str, limit: int) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT stream_id, kind, amount, currency, amount_text, ts AS time FROM chat_messages "
+        "WHERE viewer_id = $1 AND kind = ANY($2::text[]) ORDER BY ts DESC, id DESC LIMIT $3",
+        viewer_id, PAID, limit, timeout=QUERY_TIMEOUT,
+    )
+    return [dict(r) for r in rows]
+
+
+async def q_find_viewers(pool: asyncpg.Pool, text: str, limit: int) -> list[dict[str, Any]]:
+    """Viewers whose name or id contains `text` (case-insensitive), among scored viewers."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = await pool.fetch(
+        "SELECT viewer_id, max(viewer_name) AS viewer_name, count(*) AS streams, max(probability) AS best "
+        "FROM viewer_scores_latest WHERE viewer_name ILIKE $1 OR viewer_id ILIKE $1 "
+        "GROUP BY viewer_id ORDER BY best DESC, viewer_id LIMIT $2",
+        pattern, limit, timeout=QUERY_TIMEOUT,
+    )
+    return [dict(r) for r in rows]
 
 
 async def q_viewer(pool: asyncpg.Pool, stream_id: str, viewer_id: str, limit: int) -> dict[str, Any] | None:

@@ -8,7 +8,10 @@ all partitions, even when several workers split them. If PostgreSQL cannot be re
 
 JSON API (GET; `stream` is a stream id, `k` the leaderboard size, 1..100 live, 1..1000 in exports)
 --------------------------------------------------------------------------------------------------
-    /dashboard/                          the page (plain HTML/CSS/JS from stream_agents/dashboard/static/)
+    /dashboard/                          the stream page (plain HTML/CSS/JS from dashboard/static/; charts are
+                                         uPlot, vendored in static/vendor/); ?stream=&k=&viewer= opens a viewer
+    /dashboard/overview                  every stream, channel totals, search by name, a date range
+    /dashboard/viewer?viewer=            one viewer across streams: scores, ranks, payments
     /api/health                          {"status": "ok"|"degraded", "database", "problems", "model_version"}
     /api/streams?limit=200               streams, newest activity first: stream_id, platform, title, state
                                          ("live" | "replaying" | "ended"), scored_viewers, last_scored_at, ...
@@ -17,11 +20,21 @@ JSON API (GET; `stream` is a stream id, `k` the leaderboard size, 1..100 live, 1
                                          top_message_ids, paid (this stream's payments), rank_before_paid, hit
     /api/paid?stream=&k=20&limit=20      recent paid events, newest first: kind, amount, currency, amount_text,
                                          time, viewer, rank_before (the payer's rank just before paying), hit
-    /api/activity?stream=                chat items and paid events per minute of stream time
-    /api/summary?stream=&k=20            per-stream summary: messages, viewers, payers, paid totals per
-                                         currency, scored viewers, precision@k, hit rate@k, model versions
+    /api/activity?stream=                chat items and paid events per minute of stream time (stream_minute:
+                                         whole minutes since the stream's first message)
+    /api/summary?stream=&k=20            per-stream summary: messages, viewers, payers, base_rate (payers so
+                                         far / viewers, or the model's mean before anyone paid; `source` says
+                                         which), paid totals per currency, revenue in the display currency
+                                         (ECB rate of each event's date) with its per-currency breakdown,
+                                         revenue_curve, top_donors, paid_counts (bits, gifts: counts, not
+                                         money), scored viewers, precision@k, hit rate@k, model versions
     /api/viewer?stream=&viewer=          drill-down: latest score, rank, score history, the viewer's messages
-                                         with timestamps; `moved_score` marks the score's top_message_ids
+                                         with timestamps; `moved_score` marks the explanation's messages;
+                                         `explanation` says where it came from (the scorer, computed on demand
+                                         for a viewer outside the scorer's top 20) or why there is none
+    /api/overview?from=&to=&k=20         every stream (live and replaying first): messages/min, payers,
+                                         revenue, top 3, precision@k so far; totals per channel
+    /api/viewer-history?viewer=          one viewer across streams; /api/viewers?q= finds viewers by name
     /api/snapshot?stream=&k=20           what the live feed sends: leaderboard + paid + activity + summary
     /api/events?stream=&k=20             Server-Sent Events: `event: snapshot` about every second when it
                                          changed (only the top-k travel, never the whole audience)
@@ -42,7 +55,9 @@ Bad parameters (control characters, an export k outside 1..1000) and values Post
 an export of an unknown stream is 404.
 
 Modules, in the order a request meets them: access (bind and token), routes (HTTP), feed (live
-events), data (what the page shows), queries (PostgreSQL), encode (JSON, CSV, response headers).
+events), data (what the page shows), revenue (money in one currency: infra.money converts), explain
+(explanations on demand), queries (PostgreSQL), encode (JSON, CSV, response headers); watch is the
+terminal view of the same data.
 """
 
 from __future__ import annotations
@@ -50,20 +65,20 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from infra.errors import InputError
-from infra.settings import Settings
-from stream_agents.dashboard.access import (
+from dashboard.access import (
     AccessPolicy,
     access_middleware,
     check_bind,
     dashboard_token,
     is_loopback,
 )
-from stream_agents.dashboard.data import DashboardData, degraded
-from stream_agents.dashboard.encode import csv_cell, to_csv
-from stream_agents.dashboard.feed import SUMMARY_SECONDS, LiveFeed
-from stream_agents.dashboard.queries import Database
-from stream_agents.dashboard.routes import DashboardRoutes
+from dashboard.data import DashboardData, degraded
+from dashboard.encode import csv_cell, to_csv
+from dashboard.feed import SUMMARY_SECONDS, LiveFeed
+from dashboard.queries import Database
+from dashboard.routes import DashboardRoutes
+from infra.errors import InputError
+from infra.settings import Settings
 
 if TYPE_CHECKING:
     import faust
@@ -81,7 +96,7 @@ def register_dashboard(app: faust.App, settings: Settings, database_url: str | N
     web_app = app.web.web_app  # type: ignore[attr-defined] - faust's aiohttp driver
     web_app.middlewares.insert(0, access_middleware(AccessPolicy.from_settings(settings)))
     web_app.on_startup.append(lambda _: refuse_unsafe_bind(settings, app.conf.web_bind))
-    data = DashboardData(Database(database_url), runtime=runtime)
+    data = DashboardData(Database(database_url), runtime=runtime, currency=settings.display_currency)
     routes = DashboardRoutes(data, LiveFeed(data))
     routes.add_to(web_app.router)
 

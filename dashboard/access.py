@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from dashboard.encode import SECURITY_HEADERS
 from infra.errors import InputError
 from infra.settings import Settings
-from stream_agents.dashboard.encode import SECURITY_HEADERS
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dashboard.data import DashboardData, degraded
+from dashboard.queries import QueryRejected
 from infra.errors import DatabaseUnavailable
-from stream_agents.dashboard.data import DashboardData, degraded
-from stream_agents.dashboard.queries import QueryRejected
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,13 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infra.errors import DatabaseUnavailable
-from stream_agents.dashboard.data import ACTIVITY_MINUTES, RECENT_PAID, DashboardData, degraded
-from stream_agents.dashboard.encode import (
+from dashboard import revenue
+from dashboard.data import ACTIVITY_MINUTES, RECENT_PAID, DashboardData, degraded, with_lift
+from dashboard.encode import (
     LEADERBOARD_COLUMNS,
     SECURITY_HEADERS,
     SUMMARY_COLUMNS,
@@ -21,8 +22,10 @@ from stream_agents.dashboard.encode import (
     text_response,
     to_csv,
 )
-from stream_agents.dashboard.feed import LiveFeed
-from stream_agents.dashboard.queries import QueryRejected
+from dashboard.feed import LiveFeed
+from dashboard.queries import QueryRejected
+from infra.errors import DatabaseUnavailable
+from infra.money import is_money
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -30,9 +33,15 @@ if TYPE_CHECKING:
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_FILES = {  # name -> content type; nothing else under /dashboard/static/ is served
     "app.js": "text/javascript; charset=utf-8",
+    "common.js": "text/javascript; charset=utf-8",
+    "overview.js": "text/javascript; charset=utf-8",
+    "viewer.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
+    "vendor/uPlot.iife.min.js": "text/javascript; charset=utf-8",  # uPlot (MIT), vendored: vendor/LICENSE
+    "vendor/uPlot.min.css": "text/css; charset=utf-8",
 }
+PAGES = {"": "index.html", "overview": "overview.html", "viewer": "viewer.html"}
 MAX_LIVE_K = 100  # the live feed and page: only the top of the board travels
 MAX_EXPORT_K = 1000
 
@@ -68,6 +77,18 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return max(low, min(high, int(raw)))
 
 
+def _date_param(request: web.Request, name: str) -> datetime | None:
+    """?from= / ?to= as a day (YYYY-MM-DD, UTC midnight; `to` is exclusive of the next day)."""
+    raw = request.query.get(name, "")
+    if not raw:
+        return None
+    try:
+        day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise BadRequest(f"?{name}= must be a date, YYYY-MM-DD (got {raw[:40]!r})") from None
+    return day + timedelta(days=1) if name == "to" else day
+
+
 def _filename(stream_id: str, what: str, extension: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stream_id)[:80] or "stream"
     return f"donorcast-{safe}-{what}.{extension}"
@@ -89,7 +110,10 @@ class DashboardRoutes:
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         handlers = {
-            "/dashboard": self.redirect, "/dashboard/": self.page, "/dashboard/static/{name}": self.static,
+            "/dashboard": self.redirect, "/dashboard/": self.page, "/dashboard/overview": self.page,
+            "/dashboard/viewer": self.page, "/dashboard/static/{name}": self.static,
+            "/dashboard/static/vendor/{name}": self.static, "/api/overview": self.overview,
+            "/api/viewer-history": self.viewer_history, "/api/viewers": self.find_viewers,
             "/api/health": self.health, "/api/streams": self.streams, "/api/leaderboard": self.leaderboard,
             "/api/paid": self.paid, "/api/activity": self.activity, "/api/summary": self.summary,
             "/api/viewer": self.viewer, "/api/snapshot": self.snapshot, "/api/events": self.events,
@@ -117,12 +141,12 @@ class DashboardRoutes:
         raise web.HTTPFound("/dashboard/" + (f"?{request.query_string}" if request.query_string else ""))
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        return _file_response("index.html", "text/html; charset=utf-8")
+        return _file_response(PAGES[request.path.removeprefix("/dashboard/")], "text/html; charset=utf-8")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
-        name = request.match_info["name"]
+        name = request.path.removeprefix("/dashboard/static/")
         if name not in STATIC_FILES:
             raise web.HTTPNotFound()
         return _file_response(name, STATIC_FILES[name])
@@ -155,6 +179,21 @@ class DashboardRoutes:
         found = await self.data.viewer(stream_id, viewer_id)
         return json_response(found if found else {"error": "no such viewer in this stream"},
                              status=200 if found else 404)
+
+    async def overview(self, request: web.Request) -> web.StreamResponse:
+        since, until = _date_param(request, "from"), _date_param(request, "to")
+        if since and until and until <= since:
+            raise BadRequest("?to= must be after ?from=")
+        return json_response(await self.data.overview(_int_param(request, "limit", 200, 1, 1000), since, until,
+                                                      _int_param(request, "k", 20, 1, MAX_LIVE_K)))
+
+    async def viewer_history(self, request: web.Request) -> web.StreamResponse:
+        found = await self.data.viewer_history(_text_param(request, "viewer", "viewer id", 600))
+        return json_response(found if found else {"error": "no such viewer"}, status=200 if found else 404)
+
+    async def find_viewers(self, request: web.Request) -> web.StreamResponse:
+        return json_response(await self.data.find_viewers(_text_param(request, "q", "part of a name", 100),
+                                                          _int_param(request, "limit", 20, 1, 100)))
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         k = _int_param(request, "k", 20, 1, MAX_LIVE_K)
@@ -199,7 +238,9 @@ class DashboardRoutes:
         if not await self.data.stream_exists(stream_id):
             return json_response({"error": f"no such stream: {stream_id[:200]!r}"}, status=404)
         if what == "leaderboard":
-            rows = [export_row(entry) for entry in await self.data.leaderboard(stream_id, k)]
+            summary = await self.data.summary(stream_id, k) or {}
+            board = with_lift(await self.data.leaderboard(stream_id, k), summary.get("base_rate"))
+            rows = [export_row(entry, self.data.currency) for entry in board]
             columns = LEADERBOARD_COLUMNS
         else:
             summary = await self.data.summary(stream_id, k)
@@ -213,8 +254,11 @@ class DashboardRoutes:
                              headers=disposition)
 
 
-def export_row(entry: dict[str, Any]) -> dict[str, Any]:
-    return {key: entry.get(key) for key in LEADERBOARD_COLUMNS} | {"paid": entry.get("paid", [])}
+def export_row(entry: dict[str, Any], currency: str) -> dict[str, Any]:
+    money = revenue.breakdown([p for p in entry.get("paid", []) if is_money(p["kind"], p["currency"])
+                               and p.get("amount") is not None], currency)
+    return ({key: entry.get(key) for key in LEADERBOARD_COLUMNS} | {"paid": entry.get("paid", [])}
+            | {"paid_total": money["total"], "display_currency": currency, "paid_breakdown": money["by_currency"]})
 
 
 def flat_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +267,18 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     if "paid" in row:
         flat["paid_amounts"] = "; ".join(p.get("amount_text") or f"{p.get('amount')} {p.get('currency')}"
                                          for p in row["paid"] if p.get("amount") is not None or p.get("amount_text"))
+    if isinstance(row.get("paid_breakdown"), list):
+        flat["paid_breakdown"] = revenue.describe({"currency": row["display_currency"], "total": row["paid_total"],
+                                                   "by_currency": row["paid_breakdown"]})
+    if isinstance(row.get("revenue"), dict):
+        flat["revenue"] = row["revenue"]["total"]
+        flat["display_currency"] = row["revenue"]["currency"]
+        flat["revenue_breakdown"] = revenue.describe(row["revenue"])
+    if isinstance(row.get("paid_counts"), list):
+        flat["paid_counts"] = "; ".join(f"{c['count']} {c['unit']}" for c in row["paid_counts"])
+    if isinstance(row.get("base_rate"), dict):
+        flat["base_rate"] = row["base_rate"]["value"]
+        flat["base_rate_source"] = row["base_rate"]["source"]
     if isinstance(row.get("paid_totals"), dict):
         flat["paid_totals"] = "; ".join(f"{amount:.2f} {currency}" for currency, amount in row["paid_totals"].items())
     if isinstance(row.get("model_versions"), dict):

@@ -1,6 +1,6 @@
 """`donorcast watch STREAM`: the dashboard's live leaderboard in the terminal, for people on a server.
 
-By default it reads PostgreSQL with the dashboard's own queries (`stream_agents.dashboard`), so it
+By default it reads PostgreSQL with the dashboard's own queries (`dashboard`), so it
 needs neither a browser nor an open web port; `--url http://host:6066` reads a running dashboard's
 JSON API (`/api/snapshot`) instead, sending DONORCAST_DASHBOARD_TOKEN when one is set. Either way it
 shows what the page shows: the top-k viewers with rank changes, a trend sparkline and who actually
@@ -41,10 +41,10 @@ ListStreams = Callable[[], Awaitable[list[dict[str, Any]]]]
 def database_fetch(settings: Settings) -> tuple[Fetch, ListStreams, Callable[[], Awaitable[None]]]:
     """Snapshots straight from PostgreSQL (the summary refreshed every few seconds, like the page),
     the streams it knows, and how to close the connection."""
+    from dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
     from stream_agents.broker import resolve_database_url
-    from stream_agents.dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
 
-    data = DashboardData(Database(resolve_database_url(settings)))
+    data = DashboardData(Database(resolve_database_url(settings)), currency=settings.display_currency)
     cached: dict[str, Any] = {"summary": None, "at": 0.0}
 
     async def fetch(stream_id: str, k: int) -> dict[str, Any]:
@@ -161,8 +161,8 @@ def render(snapshot: dict[str, Any], last_good: dict[str, Any] | None, changes: 
     title = Text.assemble((summary.get("title") or snapshot.get("stream_id") or "", "bold"),
                           f"  {summary.get('state', '')}")
     table = Table(title=title, expand=False, caption=caption(summary, k))
-    for column, justify in (("#", "right"), ("Δ", "left"), ("viewer", "left"), ("likelihood", "right"),
-                            ("trend", "left"), ("msgs", "right"), ("donated?", "left")):
+    for column, justify in (("#", "right"), ("Δ", "left"), ("viewer", "left"), ("lift", "right"),
+                            ("chance to pay", "right"), ("trend", "left"), ("msgs", "right"), ("donated?", "left")):
         table.add_column(column, justify=justify, no_wrap=column != "viewer")  # type: ignore[arg-type]
     for entry in board:
         donated: Text = Text("—", style="dim")
@@ -171,10 +171,11 @@ def render(snapshot: dict[str, Any], last_good: dict[str, Any] | None, changes: 
                                     hit_text(entry.get("rank_before_paid"), entry.get("hit")))
         table.add_row(str(entry["rank"]), marks[entry["viewer_id"]],
                       Text(entry.get("viewer_name") or entry["viewer_id"], overflow="ellipsis"),
+                      "—" if entry.get("lift") is None else f"{entry['lift']:.1f}×",
                       f"{entry['probability'] * 100:.1f}%", Text(sparkline(entry.get("trend") or []), style="blue"),
-                      str(entry.get("n_messages", "")), donated)
+                      messages_text(entry), donated)
     if not board:
-        table.add_row("", "", Text("waiting for scores…", style="dim"), "", "", "", "")
+        table.add_row("", "", Text("waiting for scores…", style="dim"), "", "", "", "", "")
 
     paid = Table(title="recent paid events", expand=False, show_edge=False)
     for column in ("time", "amount", "viewer", "before"):
@@ -189,12 +190,22 @@ def render(snapshot: dict[str, Any], last_good: dict[str, Any] | None, changes: 
     return Group(*parts)
 
 
+def messages_text(entry: dict[str, Any]) -> Text | str:
+    n = entry.get("n_messages", "")
+    return Text(f"{n}, low confidence", style="dim") if entry.get("low_confidence") else str(n)
+
+
 def caption(summary: dict[str, Any], k: int) -> str:
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value * 100:.0f}%"
 
+    base = summary.get("base_rate") or {}
+    revenue = summary.get("revenue") or {}
+    money_part = f"revenue {revenue['total']:,.2f} {revenue['currency']} · " if revenue else ""
+    base_part = f"base rate {base['value'] * 100:.1f}% ({base['text']}) · " if base.get("value") is not None else ""
     return (f"{summary.get('messages', 0)} messages · {summary.get('scored_viewers', 0)} viewers scored · "
-            f"{summary.get('payers', 0)} payers · precision@{k} {pct(summary.get('precision_at_k'))} · "
+            f"{summary.get('payers', 0)} payers · {base_part}{money_part}"
+            f"precision@{k} {pct(summary.get('precision_at_k'))} · "
             f"hit rate@{k} {pct(summary.get('hit_rate_at_k'))} · updated {time.strftime('%H:%M:%S')}")
 
 
@@ -260,8 +271,8 @@ def watch_command(
     once: Annotated[bool, typer.Option("--once", help="print the leaderboard once and exit")] = False,
 ) -> None:
     """The live donor-likelihood leaderboard of one stream in the terminal (Ctrl-C stops)."""
+    from dashboard import dashboard_token
     from infra.cli import settings_from
-    from stream_agents.dashboard import dashboard_token
 
     settings = settings_from(ctx)
     console = Console()

@@ -1,11 +1,10 @@
-// donorcast dashboard. Plain JS, no build step, nothing fetched from outside this server.
-//
-// Everything the server sends (chat text, names, ids, amounts) is data: it only ever reaches the page
-// through textContent / createTextNode / setAttribute on SVG geometry, never innerHTML. The server's
-// Content-Security-Policy forbids inline and foreign scripts on top of that.
+// donorcast dashboard, the stream page: one stream's live leaderboard, money, charts and drill-down.
+// Shared helpers (text-only DOM, API, formatting, uPlot charts) are in common.js.
 "use strict";
 
 (() => {
+  const D = window.donorcast;
+  const { $, el, percent, money, clock, kindLabel, displayName, api, query } = D;
   const SVG = "http://www.w3.org/2000/svg";
   const CHANGE_SHOWN_MS = 15000;
   const DRILL_REFRESH_MS = 3000;
@@ -14,7 +13,7 @@
   const state = {
     stream: null,
     k: 20,
-    token: null,
+    token: D.token,
     source: null,
     streamsKey: "",
     prevRanks: new Map(),
@@ -23,21 +22,8 @@
     drillAt: 0,
     last: null,
     problems: { feed: null, streams: null },
+    donorSort: { key: "total", dir: -1 },
   };
-
-  const $ = (id) => document.getElementById(id);
-
-  // ------------------------------------------------------------ tiny DOM helpers (text only)
-
-  function el(tag, className, ...children) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    for (const child of children) {
-      if (child === null || child === undefined) continue;
-      node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
 
   function svg(tag, attrs) {
     const node = document.createElementNS(SVG, tag);
@@ -52,69 +38,11 @@
     return node;
   }
 
-  // ------------------------------------------------------------ formatting
-
-  function percent(p) {
-    return p === null || p === undefined ? "—" : `${(p * 100).toFixed(1)}%`;
-  }
-
-  function money(amount, currency, text) {
-    if (amount === null || amount === undefined) return text || "";
-    if (!currency || currency === "XXX") return text || amount.toFixed(2);
-    try {
-      return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(amount);
-    } catch (_) {
-      return `${amount.toFixed(2)} ${currency}`;
-    }
-  }
-
-  function clock(iso) {
-    if (!iso) return "";
-    const d = new Date(iso);
-    return Number.isNaN(d.getTime()) ? String(iso)
-      : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
-  }
-
   function sinceStart(seconds) {
     if (seconds === null || seconds === undefined) return "";
     const s = Math.max(0, Math.floor(seconds));
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
     return `+${h}:${String(m).padStart(2, "0")}:${String(sec).padStart(2, "0")}`;
-  }
-
-  function kindLabel(kind) {
-    return {
-      paid_message: "Super Chat", paid_sticker: "Super Sticker", membership_new: "membership",
-      membership_gift: "gifted memberships", bits: "bits", subscription: "sub",
-      gift_subscription: "gifted subs", donation: "donation",
-    }[kind] || kind;
-  }
-
-  function displayName(name, id) {
-    return name || (id && id.startsWith("name:") ? id.slice(5) : id) || "?";
-  }
-
-  // ------------------------------------------------------------ API
-
-  async function api(path, params) {
-    const url = new URL(path, window.location.origin);
-    for (const [key, value] of Object.entries(params || {})) url.searchParams.set(key, String(value));
-    const headers = state.token ? { "X-Donorcast-Token": state.token } : {};
-    const response = await fetch(url, { headers, credentials: "same-origin", cache: "no-store" });
-    const body = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const error = new Error(body.error || (body.problems || []).join("; ") || response.statusText);
-      error.status = response.status;
-      error.body = body;
-      throw error;
-    }
-    return body;
-  }
-
-  function query(params) {
-    const search = new URLSearchParams();
-    for (const [key, value] of Object.entries(params)) search.set(key, String(value));
-    return search.toString();
   }
 
   // ------------------------------------------------------------ banner and connection state
@@ -177,7 +105,7 @@
       for (const stream of items) {
         const option = document.createElement("option");
         option.value = stream.stream_id;
-        option.textContent = `${stream.title || stream.stream_id} · ${stream.state}`;
+        option.textContent = `${stream.display_title || stream.title || stream.stream_id} · ${stream.state}`;
         group.appendChild(option);
       }
       picker.appendChild(group);
@@ -202,6 +130,8 @@
     const url = new URL(window.location.href);
     url.searchParams.delete("token");
     if (state.stream) url.searchParams.set("stream", state.stream);
+    if (state.drillViewer) url.searchParams.set("viewer", state.drillViewer);
+    else url.searchParams.delete("viewer");
     url.searchParams.set("k", String(state.k));
     window.history.replaceState(null, "", url);
   }
@@ -251,41 +181,55 @@
     setProblem("feed", null);
     setConnection("ok", "live");
     state.last = snapshot;
-    renderSummary(snapshot.summary || {}, snapshot);
-    renderBoard(snapshot.leaderboard || []);
+    const summary = snapshot.summary || {};
+    renderSummary(summary, snapshot);
+    renderBoard(snapshot.leaderboard || [], summary.base_rate);
     renderPaid(snapshot.paid || []);
     renderActivity(snapshot.activity || []);
+    renderRevenue(summary);
+    if (snapshot.what_is_this) $("what-is-this").textContent = snapshot.what_is_this;
     $("updated").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
     if (state.drillViewer && Date.now() - state.drillAt > DRILL_REFRESH_MS) refreshDrill();
   }
 
   // ------------------------------------------------------------ summary tiles
 
+  function baseRateText(base) {
+    if (!base || base.value === null || base.value === undefined) return "—";
+    return `${percent(base.value)} (${base.text})`;
+  }
+
   function renderSummary(summary, snapshot) {
-    $("stream-title").textContent = summary.title || snapshot.stream_id || "";
+    $("stream-title").textContent = summary.display_title || summary.title || snapshot.stream_id || "";
     const pill = $("stream-state");
     pill.textContent = summary.state || "";
     pill.className = `pill pill-${summary.state === "ended" ? "wait" : "ok"}`;
-    const totals = Object.entries(summary.paid_totals || {})
-      .map(([currency, amount]) => money(amount, currency, `${amount} ${currency}`)).join(" + ");
     const k = snapshot.k;
+    const base = summary.base_rate;
     const tiles = [
       ["messages", summary.messages],
       ["viewers", summary.viewers],
       ["scored viewers", summary.scored_viewers],
-      ["paid events", summary.paid_events],
       ["payers", summary.payers],
-      ["paid total", totals || "—"],
+      ["base rate", base && base.value !== null ? percent(base.value) : "—", base ? base.text : ""],
+      ["revenue", D.moneyCell(summary.revenue)],
+      ["paid events", summary.paid_events],
+      ["counts", D.countsText(summary.paid_counts) || "—", "bits, memberships and gifts are counted, not money"],
       [`precision@${k}`, percent(summary.precision_at_k)],
       [`hit rate@${k}`, percent(summary.hit_rate_at_k)],
       ["model", snapshot.model_version || Object.keys(summary.model_versions || {})[0] || "—"],
     ];
     const fragment = document.createDocumentFragment();
-    for (const [label, value] of tiles) {
-      const tile = el("div", label === "model" ? "tile small" : "tile", el("dt", null, label), el("dd", null, value ?? "—"));
+    for (const [label, value, hint] of tiles) {
+      const tile = el("div", ["model", "counts"].includes(label) ? "tile small" : "tile",
+        el("dt", null, label), el("dd", null, value ?? "—"));
+      tile.dataset.tile = label.replace(/@.*/, "");
+      if (hint) tile.title = hint;
       fragment.appendChild(tile);
     }
     $("tiles").replaceChildren(fragment);
+    $("base-rate").textContent = base && base.value !== null && base.value !== undefined
+      ? `Base rate ${baseRateText(base)}${base.source === "observed" ? "" : ""}.` : "";
   }
 
   // ------------------------------------------------------------ leaderboard
@@ -327,8 +271,11 @@
 
   function donatedCell(row, k) {
     if (!row.paid_events) return el("span", "muted", "—");
-    const amounts = (row.paid || []).map((p) => money(p.amount, p.currency, p.amount_text || kindLabel(p.kind)));
-    const cell = el("span", "donated", el("span", "coin", "$"), ` ${amounts.join(", ")}`);
+    const cell = el("span", "donated", el("span", "coin", "$"), " ");
+    (row.paid || []).forEach((p, i) => {
+      if (i) cell.appendChild(document.createTextNode(", "));
+      cell.appendChild(D.paidNode(p));
+    });
     cell.appendChild(document.createTextNode(" "));
     cell.appendChild(hitTag(row.rank_before_paid, row.hit, k));
     return cell;
@@ -341,8 +288,10 @@
     return el("span", "hit-wrap", tag, el("small", "muted", ` ${before}`));
   }
 
-  function renderBoard(rows) {
+  function renderBoard(rows, base) {
     const now = Date.now();
+    $("chance-head").textContent = base && base.value !== null && base.value !== undefined
+      ? `chance to pay (base ${percent(base.value)})` : "chance to pay";
     const fragment = document.createDocumentFragment();
     for (const row of rows) {
       const tr = el("tr", row.paid_events ? "row donor" : "row");
@@ -350,13 +299,17 @@
       tr.tabIndex = 0;
       const bar = el("span", "bar");
       bar.style.width = `${Math.round(Math.max(0, Math.min(1, row.probability)) * 100)}%`;
+      const chance = el("td", "likelihood", el("span", "bar-track", bar), el("span", "num chance", percent(row.probability)));
+      chance.title = `${percent(row.probability)} chance to pay in this stream; base rate ${baseRateText(base)}`;
+      const msgs = el("td", "num msgs", row.low_confidence ? D.lowConfidence(row.n_messages) : row.n_messages);
       tr.append(
         el("td", "num rank", row.rank),
         el("td", null, changeCell(row, now)),
         el("td", "viewer", el("span", "viewer-name", displayName(row.viewer_name, row.viewer_id))),
-        el("td", "likelihood", el("span", "bar-track", bar), el("span", "num", percent(row.probability))),
-        el("td", null, sparkline(row.trend || [], 110, 26)),
-        el("td", "num", row.n_messages),
+        el("td", "num lift", D.lift(row.lift)),
+        chance,
+        el("td", "trend-cell", sparkline(row.trend || [], 90, 24)),
+        msgs,
         el("td", null, donatedCell(row, state.k)),
       );
       tr.addEventListener("click", () => openDrill(row.viewer_id));
@@ -378,7 +331,7 @@
     for (const event of events) {
       const item = el("li", event.hit ? "paid-item hit" : "paid-item miss",
         el("span", "paid-time", clock(event.time)),
-        el("span", "paid-amount", money(event.amount, event.currency, event.amount_text || "")),
+        el("span", "paid-amount", D.paidNode(event)),
         el("span", "paid-kind", kindLabel(event.kind)),
         el("span", "paid-viewer", displayName(event.viewer_name, event.viewer_id)),
         hitTag(event.rank_before, event.hit, state.k));
@@ -394,57 +347,47 @@
 
   function renderActivity(minutes) {
     const holder = $("activity-chart");
-    const width = Math.max(320, holder.clientWidth || 600), height = 170;
-    const pad = { left: 36, right: 30, top: 10, bottom: 22 };
-    const chart = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "activity-svg" });
-    if (!minutes.length) {
-      const text = svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "axis" });
-      text.textContent = "no chat yet";
-      chart.appendChild(text);
-      holder.replaceChildren(chart);
-      return;
-    }
-    const maxMessages = Math.max(1, ...minutes.map((m) => m.messages));
-    const maxPaid = Math.max(1, ...minutes.map((m) => m.paid));
-    const plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
-    const step = plotW / minutes.length;
-    minutes.forEach((m, i) => {
-      const h = (m.messages / maxMessages) * plotH;
-      const bar = svg("rect", {
-        x: (pad.left + i * step + step * 0.1).toFixed(1), y: (pad.top + plotH - h).toFixed(1),
-        width: Math.max(1, step * 0.8).toFixed(1), height: h.toFixed(1), class: "bar-messages",
-      });
-      svgTitle(bar, `${clock(m.minute)}: ${m.messages} messages, ${m.paid} paid`);
-      chart.appendChild(bar);
-      if (m.paid > 0) {
-        const dot = svg("circle", {
-          cx: (pad.left + i * step + step / 2).toFixed(1),
-          cy: (pad.top + plotH - (m.paid / maxPaid) * plotH).toFixed(1), r: 3.5, class: "dot-paid",
-        });
-        svgTitle(dot, `${clock(m.minute)}: ${m.paid} paid events`);
-        chart.appendChild(dot);
-      }
+    const data = [minutes.map((m) => m.stream_minute), minutes.map((m) => m.messages), minutes.map((m) => m.paid)];
+    D.chart(holder, {
+      xLabel: "minutes since stream start",
+      series: [
+        { label: "messages / min", stroke: "#5b84d6", fill: "rgba(157, 184, 238, 0.7)", bars: true },
+        { label: "paid events / min", stroke: "#d2413a", scale: "paid", points: true },
+      ],
+      axes: [{ scale: "y", label: "messages / min" }, { scale: "paid", label: "paid events / min", side: 1 }],
+    }, data);
+  }
+
+  function renderRevenue(summary) {
+    const points = summary.revenue_curve || [];
+    const currency = (summary.revenue || {}).currency || "USD";
+    const data = [points.map((p) => p[0]), points.map((p) => p[1])];
+    D.chart($("revenue-chart"), {
+      xLabel: "minutes since stream start",
+      series: [{ label: `revenue (${currency})`, stroke: "#b7791f", fill: "rgba(242, 193, 78, 0.25)", stepped: true,
+        value: (u, v) => (v === null || v === undefined ? "—" : money(v, currency)) }],
+      axes: [{ scale: "y", label: `revenue, ${currency}` }],
+    }, data);
+    $("revenue-empty").hidden = points.length > 0;
+    const donors = summary.top_donors || [];
+    D.table($("top-donors"), [
+      { key: "rank", label: "#", num: true },
+      { key: "viewer_name", label: "viewer", cell: (d) => el("span", "viewer-name", displayName(d.viewer_name, d.viewer_id)) },
+      { key: "total", label: `total (${currency})`, num: true, cell: (d) => D.moneyCell({ total: d.total, currency, by_currency: d.by_currency }) },
+      { key: "events", label: "payments", num: true },
+    ], donors, state.donorSort, () => renderRevenue(summary), (tr, donor) => {
+      tr.className = "row";
+      tr.dataset.viewer = donor.viewer_id;
+      tr.addEventListener("click", () => openDrill(donor.viewer_id));
     });
-    chart.appendChild(svg("line", { x1: pad.left, y1: pad.top + plotH, x2: width - pad.right, y2: pad.top + plotH, class: "axis-line" }));
-    const labels = [
-      [pad.left - 4, pad.top + 8, "end", String(maxMessages)],
-      [pad.left - 4, pad.top + plotH, "end", "0"],
-      [width - pad.right + 4, pad.top + 8, "start", String(maxPaid)],
-      [pad.left, height - 6, "start", clock(minutes[0].minute).slice(0, 5)],
-      [width - pad.right, height - 6, "end", clock(minutes[minutes.length - 1].minute).slice(0, 5)],
-    ];
-    for (const [x, y, anchor, value] of labels) {
-      const text = svg("text", { x, y, "text-anchor": anchor, class: "axis" });
-      text.textContent = value;
-      chart.appendChild(text);
-    }
-    holder.replaceChildren(chart);
+    $("donors-empty").hidden = donors.length > 0;
   }
 
   // ------------------------------------------------------------ drill-down
 
   async function openDrill(viewerId) {
     state.drillViewer = viewerId;
+    updateLocation();
     $("drilldown").hidden = false;
     $("drill-name").textContent = displayName(null, viewerId);
     $("drill-meta").textContent = "loading…";
@@ -455,6 +398,7 @@
   function closeDrill() {
     state.drillViewer = null;
     $("drilldown").hidden = true;
+    updateLocation();
   }
 
   async function refreshDrill() {
@@ -476,14 +420,26 @@
     $("drill-name").textContent = displayName(viewer.viewer_name, viewer.viewer_id);
     const score = viewer.score;
     const parts = [viewer.viewer_id];
+    const base = state.last && state.last.summary ? state.last.summary.base_rate : null;
     if (score) {
-      parts.push(`rank #${viewer.rank}`, `likelihood ${percent(score.probability)}`,
-        `${score.n_messages} messages scored`, `model ${score.model_version}`);
+      parts.push(`rank #${viewer.rank}`, `${percent(score.probability)} chance to pay in this stream`,
+        `base rate ${baseRateText(base)}`,
+        base && base.value ? `lift ${D.lift(score.probability / base.value)}` : null,
+        `${score.n_messages} messages scored${viewer.low_confidence ? ", low confidence" : ""}`,
+        `model ${score.model_version}`);
     } else {
       parts.push("not scored yet");
     }
-    $("drill-meta").textContent = parts.join(" · ");
-    $("drill-history").replaceChildren(sparkline((viewer.history || []).map((h) => h.probability), 420, 60));
+    $("drill-meta").textContent = parts.filter(Boolean).join(" · ");
+    $("drill-profile").setAttribute("href", `/dashboard/viewer?${query({ viewer: viewer.viewer_id })}`);
+    const explanation = viewer.explanation || {};
+    const explained = $("drill-explanation");
+    explained.textContent = explanation.message_ids && explanation.message_ids.length
+      ? `★ ${explanation.message_ids.length} message(s) moved the score most: ${explanation.reason}.`
+      : `No explanation: ${explanation.reason || "none available"}.`;
+    explained.dataset.source = explanation.source || "none";
+    const history = viewer.history || [];
+    $("drill-history").replaceChildren(sparkline(history.map((h) => h.probability), 420, 60));
     const fragment = document.createDocumentFragment();
     for (const message of viewer.messages || []) {
       const classes = ["message"];
@@ -498,7 +454,7 @@
       }
       if (message.paid) {
         item.appendChild(el("span", "tag tag-paid", el("span", "coin", "$"),
-          ` paid ${money(message.amount, message.currency, message.amount_text || "")} ${kindLabel(message.kind)}`));
+          ` paid ${D.paidText(message)} ${kindLabel(message.kind)}`));
       }
       item.appendChild(el("span", "message-text", message.text));
       if (message.truncated) item.appendChild(el("small", "muted", " (truncated)"));
@@ -511,7 +467,6 @@
 
   function start() {
     const params = new URLSearchParams(window.location.search);
-    state.token = params.get("token");
     const k = Number.parseInt(params.get("k") || "20", 10);
     state.k = [10, 20, 50, 100].includes(k) ? k : 20;
     $("k-picker").value = String(state.k);
@@ -525,9 +480,14 @@
     });
     $("drill-close").addEventListener("click", closeDrill);
     document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDrill(); });
-    window.addEventListener("resize", () => { if (state.last) renderActivity(state.last.activity || []); });
+    window.addEventListener("resize", () => {
+      if (!state.last) return;
+      renderActivity(state.last.activity || []);
+      renderRevenue(state.last.summary || {});
+    });
     const wanted = params.get("stream");
     if (wanted) selectStream(wanted);
+    if (wanted && params.get("viewer")) openDrill(params.get("viewer"));
     else updateLocation();
     loadStreams();
     window.setInterval(loadStreams, STREAMS_REFRESH_MS);

@@ -76,10 +76,12 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return out.getvalue()
 
 
-LEADERBOARD_COLUMNS = ("rank", "viewer_id", "viewer_name", "probability", "n_messages", "paid_events",
-                       "paid_amounts", "rank_before_paid", "hit", "model_version", "event_time", "scored_at")
+LEADERBOARD_COLUMNS = ("rank", "viewer_id", "viewer_name", "probability", "lift", "n_messages", "low_confidence",
+                       "paid_events", "paid_amounts", "paid_total", "display_currency", "paid_breakdown",
+                       "rank_before_paid", "hit", "model_version", "event_time", "scored_at")
 SUMMARY_COLUMNS = ("stream_id", "platform", "title", "state", "first_message_at", "last_message_at",
-                   "messages", "viewers", "paid_events", "payers", "paid_totals", "scored_viewers", "k",
+                   "messages", "viewers", "paid_events", "payers", "base_rate", "base_rate_source", "paid_totals",
+                   "revenue", "display_currency", "revenue_breakdown", "paid_counts", "scored_viewers", "k",
                    "precision_at_k", "hit_rate_at_k", "payers_ranked_before_paying", "model_versions")
 
 
