@@ -130,6 +130,8 @@ def test_dashboard_live_in_chromium(chrome: Any, worker: WorkerProcess, topics: 
 
         # the leaderboard fills, then updates, all in the same document (no reload)
         wait_for(lambda: len(board_rows(chrome)) >= 10, 60, "ten leaderboard rows")
+        # the tiles come from another request than the board: wait for a number, not a placeholder
+        wait_for(lambda: (tile(chrome, "messages") or "").isdigit(), 60, "the message count tile")
         first_count = int(tile(chrome, "messages"))
         wait_for(lambda: int(tile(chrome, "messages") or 0) > first_count + 50, 60, "the message count to grow")
         assert chrome.execute_script("return window.__sameDocument") == "yes"
