@@ -18,6 +18,10 @@ from infra.settings import Settings
 
 @dataclass
 class Endpoints:
+    """Where the services are. `settings` is the caller's Settings with these real addresses filled
+    in: what a worker process is launched with (`infra.workers.spawn_worker`)."""
+
+    settings: Settings
     kafka_bootstrap: str | None = None
     database_url: str | None = None
     started: list[str] = field(default_factory=list)
@@ -49,7 +53,7 @@ def running_services(
 ) -> Iterator[Endpoints]:
     """`keep=True` leaves what it had to start running afterwards, as `donorcast up` would: a
     producer's messages must outlive the producer (the embedded broker keeps topics in memory)."""
-    endpoints = Endpoints()
+    endpoints = Endpoints(settings)
     try:
         if kafka:
             endpoints.kafka_bootstrap, started = start_kafka(settings, detach=keep)
@@ -60,6 +64,8 @@ def running_services(
             endpoints.database_url, started = start_postgres(settings, detach=True)
             if started:
                 endpoints.started.append("postgres")
+        endpoints.settings = settings.model_copy(update={"kafka_bootstrap": endpoints.kafka_bootstrap,
+                                                         "database_url": endpoints.database_url})
         yield endpoints
     finally:
         if not keep and "kafka" in endpoints.started:

@@ -390,8 +390,9 @@ async def test_burst_of_1000_per_s_against_a_slower_worker_memory_bounded_lag_sh
     promote_double(settings.registry_dir)
     messages = synthetic_stream("burst", viewers=400, messages=BURST_RATE * BURST_SECONDS, donors=30, seed=41)
     # Embedding costs 1 ms a message (so no machine runs this worker at 1000/s), in batches of up to 128.
-    worker = start_worker_module(settings, free_port(), tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
-                                 {"DRILL_EMBED_SECONDS": "0.001", "DONORCAST_EMBED_BATCH_SIZE": "128"})
+    worker = start_worker_module(settings.model_copy(update={"embed_batch_size": 128}), free_port(),
+                                 tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
+                                 {"DRILL_EMBED_SECONDS": "0.001"})
     try:
         worker.wait_ready(90)
         pid = worker.process.pid
@@ -573,8 +574,9 @@ async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scor
     stream = synthetic_stream("s1", viewers=30, messages=1200, donors=4, seed=52)
     parts = [stream[:200], stream[200:1000], stream[1000:]]
     port = free_port()
-    worker = start_worker_module(settings, port, tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
-                                 {"DRILL_EMBED_SECONDS": "0.01", "DONORCAST_EMBED_BATCH_SIZE": "16"})
+    worker = start_worker_module(settings.model_copy(update={"embed_batch_size": 16}), port,
+                                 tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
+                                 {"DRILL_EMBED_SECONDS": "0.01"})
     second = None
     workers = [worker]
     try:

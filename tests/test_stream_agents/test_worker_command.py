@@ -43,9 +43,7 @@ def health(port: int) -> dict | None:
 
 def test_two_workers_start_answer_and_stop_on_sigterm(topics: Settings, tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "DONORCAST_KAFKA_BOOTSTRAP": topics.kafka_bootstrap or "",
-           "DONORCAST_DATABASE_URL": topics.database_url or "", "DONORCAST_TOPIC_PREFIX": topics.topic_prefix,
-           "DONORCAST_WEB_PORT": str(port), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, **topics.model_copy(update={"web_port": port}).to_env(), "PYTHONPATH": str(REPO_ROOT)}
     log = tmp_path / "worker-command.log"
     with open(log, "wb") as out:
         command = subprocess.Popen(  # noqa: S603
