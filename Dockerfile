@@ -12,6 +12,7 @@ COPY stream_agents stream_agents
 COPY training training
 COPY models models
 COPY bench bench
+COPY cli cli
 RUN pip install .
 RUN useradd --create-home donorcast && mkdir -p /var/lib/donorcast && chown donorcast /var/lib/donorcast
 USER donorcast
