@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from infra.errors import DatabaseUnavailable, KafkaUnavailable
 from infra.kafka import EmbeddedKafka, check_reachable, ensure_topics_sync
 from infra.postgres import EmbeddedPostgres
 from infra.settings import Settings
@@ -72,3 +73,30 @@ def running_services(
             EmbeddedKafka(settings).stop()
         if not keep and "postgres" in endpoints.started:
             EmbeddedPostgres(settings).stop()
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """settings.kafka_bootstrap, else the running embedded broker's address (a worker started by hand
+    finds what `donorcast up` left running); never starts anything."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    record = EmbeddedKafka(settings).running()
+    if record is None:
+        raise KafkaUnavailable(
+            f"no Kafka: set DONORCAST_KAFKA_BOOTSTRAP, or start the embedded broker with "
+            f"`donorcast up` (state dir {settings.state_dir}), or run `donorcast worker`, which starts it"
+        )
+    return record.url
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """settings.database_url, else the running embedded PostgreSQL's URL; never starts anything."""
+    if settings.database_url:
+        return settings.database_url
+    record = EmbeddedPostgres(settings).running()
+    if record is None:
+        raise DatabaseUnavailable(
+            f"no PostgreSQL: set DONORCAST_DATABASE_URL, or start the embedded server with "
+            f"`donorcast up` (state dir {settings.state_dir}), or run `donorcast worker`, which starts it"
+        )
+    return record.url

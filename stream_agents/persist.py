@@ -144,7 +144,7 @@ class PostgresSink:
         self.pool: Any = None
         self.written = {"chat_messages": 0, "viewer_scores": 0}
         self.refused = 0  # rows PostgreSQL refused, each dead-lettered
-        # A broker that lost its storage (stream_agents/broker_reset.py): offsets going backwards make the
+        # A broker that lost its storage (stream_agents/recovery/broker_reset.py): offsets going backwards make the
         # sink ask the broker watch, which then calls `broker_reset` to count what this sink never wrote.
         self.on_offsets_backwards: Callable[[], Awaitable[Any]] | None = None
         self.next_offsets: dict[Any, int] = {}  # TopicPartition -> after the newest record fetched (so written)

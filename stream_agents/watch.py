@@ -41,7 +41,7 @@ ListStreams = Callable[[], Awaitable[list[dict[str, Any]]]]
 def database_fetch(settings: Settings) -> tuple[Fetch, ListStreams, Callable[[], Awaitable[None]]]:
     """Snapshots straight from PostgreSQL (the summary refreshed every few seconds, like the page),
     the streams it knows, and how to close the connection."""
-    from stream_agents.broker import resolve_database_url
+    from infra.services import resolve_database_url
     from stream_agents.dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
 
     data = DashboardData(Database(resolve_database_url(settings)))
