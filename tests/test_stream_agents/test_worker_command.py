@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,20 @@ def children_of(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 pass
     return found
+
+
+def free_port_pair() -> int:
+    """A port p with p + 1 free as well: the command gives worker i settings.web_port + i. (A free port
+    alone was not enough: with other tests running, p + 1 was sometimes taken.)"""
+    for _ in range(100):
+        port = free_port_pair()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two adjacent free ports")
 
 
 def health(port: int) -> dict | None:
