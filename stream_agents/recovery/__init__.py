@@ -6,7 +6,8 @@ cluster does not, and what the worker does about them:
 - records fetched but never delivered to the agent (around the seek after a table recovery): noticed
   by offsets, read directly, and a partition that stalls is caught up by the watchdog (`gaps.py`);
 - a restart with empty storage (memory storage: no topics, no records, offsets from 0 again): noticed
-  by a new cluster id, counted, and the worker reset to match (`broker_reset.py`).
+  by a new cluster id, counted, and the worker reset to match (`broker_reset.py`; the PostgreSQL
+  sink's share, `sink_watch.py`).
 
 `Recovery` is the only object the app, the agents and the timers talk to. `create_app` builds one
 when `infra.kafka.is_tansu` says so and passes None otherwise: on a real cluster the agent applies
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from infra.kafka import WantedTopic, wanted_topics
 from stream_agents.recovery.broker_reset import RESET_POLL_SECONDS, BrokerWatch
 from stream_agents.recovery.gaps import GapFiller
+from stream_agents.recovery.sink_watch import SinkWatch
 
 if TYPE_CHECKING:
     import faust
@@ -100,8 +102,9 @@ class Recovery:
 
     def attach_sink(self, sink: PostgresSink) -> None:
         """The sink sees offsets going backwards too, and counts what it never wrote on a reset."""
-        sink.on_offsets_backwards = self.watch.check
-        self.watch.on_reset.append(sink.broker_reset)
+        sink_watch = SinkWatch(sink.chat_topic, self.watch.check)
+        sink.on_fetch = sink_watch.fetched
+        self.watch.on_reset.append(sink_watch.lost_on_reset)
 
     def register(self, app: faust.App, chat_topic: str) -> None:
         watch = self.watch
