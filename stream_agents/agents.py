@@ -116,8 +116,10 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
         for tp in app.consumer.assignment():
             if tp.topic != chat_messages.get_topic_name():
                 continue
-            if recovery is None:  # a real cluster delivers what it has: no watchdog, no lag probe
-                rt.metrics.lag.labels(str(tp.partition)).set(0)
+            if recovery is None:  # a real cluster delivers what it has: faust's highwater is the end, no watchdog
+                applied = rt.applied(tp.partition)
+                end = int(app.consumer.highwater(tp) or 0)
+                rt.metrics.lag.labels(str(tp.partition)).set(max(0, end - (applied + 1 if applied is not None else 0)))
                 continue
             end = await recovery.partition_end(tp.partition, app.consumer.highwater(tp))
             lag = await recovery.lag(tp.partition, end)
