@@ -13,6 +13,7 @@ COPY dashboard dashboard
 COPY training training
 COPY models models
 COPY bench bench
+COPY cli cli
 RUN pip install .
 RUN useradd --create-home donorcast && mkdir -p /var/lib/donorcast && chown donorcast /var/lib/donorcast
 USER donorcast

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.machine import REPO_ROOT, Recorder, percentiles_ms
+from bench.machine import Recorder, percentiles_ms
 from bench.procstat import self_cpu_seconds, tree_cpu_seconds
 
 if TYPE_CHECKING:
@@ -93,47 +92,40 @@ class Worker:
             return ""
 
 
-def start_workers(settings: Settings, bootstrap: str, database_url: str | None, count: int,
-                  embed_batch_size: int | None, log_dir: Path, extra_env: dict[str, str] | None = None,
-                  variant: str | None = None) -> list[Worker]:
-    """`python -m stream_agents worker` processes on these settings' topics, each on its own port."""
+def start_workers(settings: Settings, count: int, embed_batch_size: int | None, log_dir: Path,
+                  extra_env: dict[str, str] | None = None, variant: str | None = None) -> list[Worker]:
+    """`python -m stream_agents worker` processes on these settings (real addresses, this phase's
+    topics), each on its own port. DONORCAST_* settings in `extra_env` (--worker-env) override
+    `settings` through their validation; the rest is passed as it is."""
     from infra.kafka import free_port
-    from stream_agents.worker import _die_with_parent, worker_environment
+    from infra.settings import load_settings
+    from infra.workers import setting_variables, spawn_worker
 
+    variables = setting_variables()
+    overrides = {key: value for key, value in (extra_env or {}).items() if key in variables}
+    others = {key: value for key, value in (extra_env or {}).items() if key not in variables}
+    if variant:
+        from bench.worker_variants import VARIANT_ENV
+
+        others[VARIANT_ENV] = variant
+    update: dict[str, object] = {"worker_threads": 1}
+    if embed_batch_size:
+        update["embed_batch_size"] = embed_batch_size
+    worker_settings = load_settings(env={**settings.model_copy(update=update).to_env(), **overrides})
     workers = []
     log_dir.mkdir(parents=True, exist_ok=True)
     for index in range(count):
         port = free_port()
-        env = worker_environment(settings.model_copy(update={"web_port": port}), bootstrap, database_url, 0)
-        env.update({
-            "DONORCAST_TOPIC_PREFIX": settings.topic_prefix,
-            "DONORCAST_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "DONORCAST_WORKER_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
-        })
-        if database_url is None:
-            env.pop("DONORCAST_DATABASE_URL", None)
-        if embed_batch_size:
-            env["DONORCAST_EMBED_BATCH_SIZE"] = str(embed_batch_size)
-        env.update(extra_env or {})
-        if variant:
-            from bench.worker_variants import VARIANT_ENV
-
-            env[VARIANT_ENV] = variant
         log_path = log_dir / f"{settings.topic_prefix}worker-{index}.log"
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
-                [sys.executable, "-m", "bench.worker_variants" if variant else "stream_agents", "worker",
-                 "--loglevel", "warn"],
-                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )
+        process = spawn_worker(worker_settings.model_copy(update={"web_port": port}), log_path=log_path,
+                               module="bench.worker_variants" if variant else "stream_agents",
+                               loglevel="warn", extra_env=others)
         workers.append(Worker(process, port, log_path))
     return workers
 
 
 def stop_all(workers: Sequence[Worker]) -> None:
-    from stream_agents.worker import stop_workers
+    from infra.workers import stop_workers
 
     stop_workers([w.process for w in workers])
 
@@ -339,9 +331,9 @@ def throughput_phase(settings: Settings, endpoints: Any, workers_n: int, message
     tag = uuid.uuid4().hex[:8]
     phase = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "topic_partitions": config.partitions})
     ensure_topics_sync(endpoints.kafka_bootstrap, phase)
-    workers = start_workers(phase, endpoints.kafka_bootstrap, endpoints.database_url, workers_n,
-                            config.embed_batch_size, log_dir, config.worker_env,
-                            config.worker_variant)
+    addresses = {"kafka_bootstrap": endpoints.kafka_bootstrap, "database_url": endpoints.database_url}
+    workers = start_workers(phase.model_copy(update=addresses), workers_n, config.embed_batch_size, log_dir,
+                            config.worker_env, config.worker_variant)
     profiles: list[Any] = []
     try:
         wait_healthy(workers, config.start_timeout)
@@ -490,9 +482,9 @@ def latency_phase(settings: Settings, endpoints: Any, workers_n: int, messages: 
     tag = uuid.uuid4().hex[:8]
     phase = settings.model_copy(update={"topic_prefix": f"bench-{tag}-", "topic_partitions": config.partitions})
     ensure_topics_sync(endpoints.kafka_bootstrap, phase)
-    workers = start_workers(phase, endpoints.kafka_bootstrap, endpoints.database_url, workers_n,
-                            config.embed_batch_size, log_dir, config.worker_env,
-                            config.worker_variant)
+    addresses = {"kafka_bootstrap": endpoints.kafka_bootstrap, "database_url": endpoints.database_url}
+    workers = start_workers(phase.model_copy(update=addresses), workers_n, config.embed_batch_size, log_dir,
+                            config.worker_env, config.worker_variant)
     try:
         wait_healthy(workers, config.start_timeout)
         warmed = warm_up(phase, endpoints.kafka_bootstrap, workers, tag, config.start_timeout)

@@ -42,7 +42,7 @@ def database_fetch(settings: Settings) -> tuple[Fetch, ListStreams, Callable[[],
     """Snapshots straight from PostgreSQL (the summary refreshed every few seconds, like the page),
     the streams it knows, and how to close the connection."""
     from dashboard import SUMMARY_SECONDS, DashboardData, Database, degraded
-    from stream_agents.broker import resolve_database_url
+    from infra.services import resolve_database_url
 
     data = DashboardData(Database(resolve_database_url(settings)), currency=settings.display_currency)
     cached: dict[str, Any] = {"summary": None, "at": 0.0}

@@ -45,8 +45,8 @@ COMMANDS: dict[str, str] = {
     "retrain": "training.retrain:retrain_command",
     "models": "training.model_commands:models_app",
     # stream agents: Kafka -> scores -> dashboard
-    "worker": "stream_agents.worker:worker_command",
-    "demo": "stream_agents.demo:demo_command",
+    "worker": "cli.worker:worker_command",
+    "demo": "cli.demo:demo_command",
     "watch": "dashboard.watch:watch_command",
     "bench": "bench.cli:bench_app",
 }

@@ -123,18 +123,27 @@ def docstring(target: str) -> str | None:
 
 
 def _origin(module_name: str) -> str | None:
+    """The module's source file, found without importing it or its parent packages: find_spec of a
+    dotted name imports every parent, and a package's __init__ (the dashboard's) can be heavy."""
+    top, *rest = module_name.split(".")
     try:
-        spec = importlib.util.find_spec(module_name)
-    except ModuleNotFoundError:  # a parent package is missing
+        spec = importlib.util.find_spec(top)
+    except (ModuleNotFoundError, ValueError):
         return None
-    return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+    if spec is None:
+        return None
+    if not rest:
+        return spec.origin if spec.origin and spec.origin.endswith(".py") else None
+    for location in spec.submodule_search_locations or []:
+        base = Path(location).joinpath(*rest)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return str(candidate)
+    return None
 
 
 def _module_exists(target: str) -> bool:
-    try:
-        return importlib.util.find_spec(target.split(":")[0]) is not None
-    except ModuleNotFoundError:
-        return False
+    return _origin(target.split(":")[0]) is not None
 
 
 # ---------------------------------------------------------------- click's metavars

@@ -7,13 +7,16 @@ We start it on a free 127.0.0.1 port with memory storage: it is disposable, and 
 Memory storage means a restarted broker has no topics, no records and no committed offsets, and
 its offsets start again at 0. Each start therefore gets its own cluster id ("tansu-<random>"), which
 clients read from Metadata (`cluster_id`) to tell "the same broker, reconnected" from "a new, empty
-broker" (stream_agents/broker_reset.py, producers/publisher.py).
+broker" (stream_agents/recovery/, producers/publisher.py). `is_tansu` tells the worker whether it
+needs that recovery at all: a real Kafka cluster never loses its log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -31,7 +34,8 @@ from infra.settings import Settings
 from infra.topics import ALL_TOPICS, TopicSpec, partitions_of, topic_name
 
 SERVICE_NAME = "kafka"
-CLUSTER_ID_PREFIX = "tansu-"  # stream_agents.broker.is_tansu recognises "tansu*"
+CLUSTER_ID_PREFIX = "tansu-"  # each start of our embedded broker; is_tansu recognises "tansu*"
+TANSU_CLUSTER_PREFIX = "tansu"  # Tansu's own default is "tansu_cluster"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -237,6 +241,28 @@ async def cluster_id(bootstrap: str, timeout: float = 5.0) -> str | None:
         return await probe.cluster_id()
     finally:
         await probe.close()
+
+
+def is_tansu(settings: Settings, bootstrap: str) -> bool:
+    """True for the embedded broker, or any broker whose cluster id (Metadata v2+) says Tansu: the
+    brokers that need `infra.tansu_compat` and the worker's recovery (stream_agents/recovery/)."""
+    if settings.uses_embedded_kafka:
+        return True
+    # Runs in its own thread so that it also works when called from inside a running event loop.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            found = pool.submit(asyncio.run, cluster_id(bootstrap)).result()
+        except Exception as error:  # noqa: BLE001 - unreachable now is reported by faust at start, clearly
+            raise KafkaUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
+    return bool(found and found.lower().startswith(TANSU_CLUSTER_PREFIX))
+
+
+@functools.lru_cache(maxsize=262_144)
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client) picks for `key`."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,15 @@ explicitly; nothing reads the environment anywhere else.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -20,10 +24,25 @@ from pydantic_settings import (
 
 CONFIG_FILE_ENV = "DONORCAST_CONFIG"
 DEFAULT_CONFIG_FILE = "donorcast.toml"
+ENV_PREFIX = "DONORCAST_"
+
+# The environment `load_settings(env=...)` reads instead of os.environ, for the one call that sets it.
+_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("donorcast_settings_environment", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """EnvSettingsSource over a given mapping instead of the process environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environment: Mapping[str, str]) -> None:
+        self._environment = environment  # before super().__init__, which loads the variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {key.lower(): value for key, value in self._environment.items()}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DONORCAST_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     state_dir: Path = Field(Path(".donorcast"), description="embedded services' data, model registry, logs")
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]; unset = embedded Tansu")
@@ -109,9 +128,31 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+        environment = _ENVIRONMENT.get()
+        if environment is not None:
+            env_settings = _MappingEnvSource(settings_cls, environment)
+        config_file = Path((os.environ if environment is None else environment).get(CONFIG_FILE_ENV,
+                                                                                     DEFAULT_CONFIG_FILE))
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
         return init_settings, env_settings, toml
+
+    def to_env(self) -> dict[str, str]:
+        """The DONORCAST_* variables under which a child process loads exactly these settings.
+
+        The one way a Settings becomes environment variables (worker launches): every field that is
+        set, secrets revealed (a worker needs the dashboard token), and no config file, since its
+        values are already in these variables. Unset (None) fields are left out: each one's default
+        is None. `load_settings(env=settings.to_env()) == settings`.
+        """
+        env = {CONFIG_FILE_ENV: os.devnull}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
 
     # Derived locations: one place decides the state layout.
     @property
@@ -131,6 +172,17 @@ class Settings(BaseSettings):
         return self.database_url is None
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment and config file, with explicit overrides on top (CLI flags, tests)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from the environment (os.environ, or `env` instead) and config file, with explicit
+    overrides on top (CLI flags, tests)."""
+    with _reading(env):
+        return Settings(**overrides)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _reading(env: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENVIRONMENT.set(env)
+    try:
+        yield
+    finally:
+        _ENVIRONMENT.reset(token)

@@ -1,9 +1,10 @@
-"""`donorcast live URL`: the chat of a running YouTube or Twitch stream, into Kafka and PostgreSQL.
+"""`donorcast live URL`: the chat of a running YouTube or Twitch stream, into Kafka.
 
 chat-downloader's iterator is blocking (HTTP polling for YouTube, IRC for Twitch), so it runs in
 a daemon thread that hands items to the event loop through a bounded hand-off; the loop maps
-each item with `producers.readers.chat_downloader.item_to_message`, publishes it, and saves it
-to PostgreSQL in batches.
+each item with `producers.readers.chat_downloader.item_to_message` and publishes it. The messages
+reach PostgreSQL through the worker's sink (one writer, idempotent), like every other producer's;
+what only this command knows, the stream's URL, title and "live" status, it records itself.
 
 A live chat connection ends or fails for ordinary reasons (network, YouTube continuation
 errors, the stream restarting), so the loop reconnects with capped exponential back-off and
@@ -13,7 +14,7 @@ gives up with `RetriesExceeded` after `max_failures` failed connections in a row
 retries errors that cannot heal (video not found, chat disabled, login required ...).
 
 Ctrl-C (or SIGTERM) stops it cleanly: the iterator is abandoned, what was received is
-published, flushed and saved, and a summary is printed. A second Ctrl-C aborts at once.
+published and flushed, and a summary is printed. A second Ctrl-C aborts at once.
 
 Only YouTube and Twitch hosts are accepted unless `--allow-any-host`: the URL is fetched by
 chat-downloader on this machine, so an arbitrary URL would make us an open fetcher.
@@ -36,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 import typer
 
 from infra.errors import DatabaseUnavailable, InputError, RetriesExceeded
-from infra.events import ChatMessage, DeadLetter
+from infra.events import DeadLetter
 
 if TYPE_CHECKING:
     import asyncpg
@@ -190,7 +191,7 @@ class LiveStats:
     duplicates: int = 0  # already seen (replayed by a reconnect)
     skipped: int = 0  # items that are not chat (placeholders, tickers, deletions ...)
     rejected: int = 0  # broken items, sent to dead-letters
-    saved: int = 0  # new rows in PostgreSQL
+    stream_recorded: bool = False  # the streams row (URL, title, status) is in PostgreSQL
     ended: bool = False  # the stream's chat ended (rather than we were stopped)
     errors: list[str] = field(default_factory=list)  # one line per failed connection
     started: float = field(default_factory=time.monotonic)
@@ -200,7 +201,8 @@ class LiveStats:
         how = "chat ended" if self.ended else "stopped"
         return (
             f"live {target.url} ({target.platform}, stream {target.stream_id}): {how} after {elapsed:.0f} s; "
-            f"{self.published} messages published, {self.saved} saved, {self.duplicates} duplicates dropped, "
+            f"{self.published} messages published{'' if self.stream_recorded else ' (stream not recorded)'}, "
+            f"{self.duplicates} duplicates dropped, "
             f"{self.skipped} non-chat items skipped, {self.rejected} rejected to dead-letters, "
             f"{self.reconnects} reconnect(s)"
         )
@@ -261,7 +263,8 @@ class _Connection:
 
 
 class LiveProducer:
-    """Chat of one live stream -> Kafka (+ PostgreSQL). `await run(stop)` until stopped or ended."""
+    """Chat of one live stream -> Kafka (+ its streams row in PostgreSQL, with `pool`). `await run(stop)`
+    until stopped or ended."""
 
     def __init__(
         self,
@@ -274,7 +277,6 @@ class LiveProducer:
         max_failures: int = 10,
         end_after: int = 3,
         seen_capacity: int = 100_000,
-        db_batch: int = 500,
         db_interval: float = 2.0,
         on_progress: Callable[[LiveStats], None] | None = None,
     ) -> None:
@@ -286,12 +288,9 @@ class LiveProducer:
         self.max_failures = max_failures
         self.end_after = end_after
         self.seen = SeenIds(seen_capacity)
-        self.db_batch = db_batch
-        self.db_interval = db_interval
+        self.db_interval = db_interval  # idle wake-up: retry recording the stream, notice a stop
         self.on_progress = on_progress
         self.stats = LiveStats()
-        self._unsaved: list[ChatMessage] = []
-        self._last_save = time.monotonic()
         self._title: str | None = None
 
     async def run(self, stop: asyncio.Event) -> LiveStats:
@@ -330,7 +329,7 @@ class LiveProducer:
             try:
                 await self.publisher.flush()
             finally:
-                await self._save(force=True)  # even when Kafka failed: PostgreSQL may still take them
+                await self._record_stream(last_try=True)  # even when Kafka failed
         return self.stats
 
     async def _one_connection(self, stop: asyncio.Event) -> tuple[str, BaseException | None]:
@@ -347,7 +346,7 @@ class LiveProducer:
                     getting.cancel()
                     if stopping in done:
                         return "stopped", None
-                    await self._save()  # idle: write what waits
+                    await self._record_stream()  # idle: retry a failed write
                     continue
                 kind, payload = getting.result()
                 connection.consumed()
@@ -398,40 +397,30 @@ class LiveProducer:
             return
         await self.publisher.publish(message)
         self.stats.published += 1
-        if self.pool is not None:
-            self._unsaved.append(message)
-            await self._save()
+        await self._record_stream()
         self._report()
 
-    async def _save(self, *, force: bool = False) -> None:
-        """Write buffered messages when the batch is full, the interval passed, or `force`.
-        A failed write keeps the batch for the next try (the messages are in Kafka already)."""
-        if self.pool is None or not self._unsaved:
+    async def _record_stream(self, *, last_try: bool = False) -> None:
+        """The streams row (URL, title, status "live"), once a message was published. A failed write is
+        tried again later; on the last try it is an error (the messages are in Kafka all the same)."""
+        if self.pool is None or self.stats.stream_recorded or self.stats.published == 0:
             return
-        due = len(self._unsaved) >= self.db_batch or time.monotonic() - self._last_save >= self.db_interval
-        if not (due or force):
-            return
-        from infra.repository import save_messages, upsert_stream
+        from infra.repository import upsert_stream
 
-        batch = list(self._unsaved)
         try:
-            if self.stats.saved == 0:
-                await upsert_stream(
-                    self.pool, platform=self.target.platform, stream_id=self.target.stream_id or "",
-                    url=self.target.url, title=self._title, status="live", source="live",
-                )
-            self.stats.saved += await save_messages(self.pool, batch, source="live")
+            await upsert_stream(
+                self.pool, platform=self.target.platform, stream_id=self.target.stream_id or "",
+                url=self.target.url, title=self._title, status="live", source="live",
+            )
         except (TimeoutError, OSError, _postgres_error()) as error:
-            if force or len(self._unsaved) > 50 * self.db_batch:
+            if last_try:
                 raise DatabaseUnavailable(
-                    f"could not save {len(self._unsaved)} live messages to PostgreSQL ({error}); they are in "
-                    "Kafka. Check DONORCAST_DATABASE_URL."
+                    f"could not record stream {self.target.stream_id} in PostgreSQL ({error}); its "
+                    f"{self.stats.published} messages are in Kafka. Check DONORCAST_DATABASE_URL."
                 ) from None
             self.stats.errors.append(f"PostgreSQL: {error}")
             return
-        finally:
-            self._last_save = time.monotonic()
-        del self._unsaved[: len(batch)]
+        self.stats.stream_recorded = True
 
     def _report(self) -> None:
         if self.on_progress is not None:
@@ -507,7 +496,8 @@ def live_command(
     stream_id: Annotated[
         str | None, typer.Option("--stream-id", help="store under this stream id (default: from the URL)")
     ] = None,
-    save: Annotated[bool, typer.Option("--save/--no-save", help="also write messages to PostgreSQL")] = True,
+    save: Annotated[bool, typer.Option("--save/--no-save", help="record the stream (URL, title) in PostgreSQL; "
+                                       "the worker stores the messages")] = True,
     allow_any_host: Annotated[
         bool, typer.Option("--allow-any-host", help="accept URLs of sites other than YouTube and Twitch")
     ] = False,

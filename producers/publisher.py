@@ -16,7 +16,7 @@ at-least-once; consumers dedupe by message id. A record resent by our own retry 
 newer records of the same viewer, which only happens when the broker was failing anyway.
 
 A broker that comes back with empty storage (the embedded Tansu broker restarted; see
-stream_agents/broker_reset.py) is noticed by its new cluster id, checked every
+stream_agents/recovery/broker_reset.py) is noticed by its new cluster id, checked every
 RESET_POLL_SECONDS and once more on close. The publisher then recreates our topics with their
 partition counts (its own: chat-messages, dead-letters; before more records auto-create them with
 the broker's default of 4) and reports
@@ -166,7 +166,7 @@ class KafkaPublisher:
         reset = BrokerReset(self._cluster, current, self.counters.sent - self._acknowledged_at_reset)
         self._cluster, self._acknowledged_at_reset = current, self.counters.sent
         # Only the topics this producer writes: donor-scores and the changelogs are the worker's to
-        # recreate (it first lets its own in-flight writes settle, see stream_agents/broker_reset.py).
+        # recreate (it first lets its own in-flight writes settle, see stream_agents/recovery/broker_reset.py).
         await ensure_topics(self.bootstrap, self.settings, specs=(CHAT_MESSAGES, DEAD_LETTERS))
         self.counters.resets.append(reset)
         log.warning(reset.describe())

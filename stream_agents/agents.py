@@ -7,7 +7,10 @@
   its batch is embedded, stored in the tables and its scores are handed to the producer.
 - `persist_to_postgres`: the PostgreSQL sink (its own consumer group, so an outage never stops scoring).
 - `watch_promoted_model`: hot model swap. `expire_idle_viewers`: idle expiry. `measure_lag`: lag per
-  partition, and the watchdog for records faust fetched but never delivered (see gaps.py).
+  partition, and the watchdog for records faust fetched but never delivered.
+
+`recovery` (stream_agents/recovery/) is the embedded broker's gap and reset handling, None on a real
+Kafka cluster: every call into it is behind an `if`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-from faust.types import TP
 
-from stream_agents.broker_reset import BrokerWatch
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime, expire_idle, process_batch, publish, rebuild_boards
-from stream_agents.validate import sort_events
+from stream_agents.recovery import Recovery
+from stream_agents.validate import in_offset_order, sort_events
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +33,6 @@ MODEL_POLL_SECONDS = 2.0
 STALL_SECONDS = 30.0  # a partition with records that delivers none this long is read directly
 EXPIRY_SECONDS = 30.0
 LAG_SECONDS = 5.0
-
-
-async def partition_end(app: faust.App, rt: Runtime, tp: TP) -> int:
-    """Where a chat-messages partition ends. faust's highwater (from its fetch responses) is exact only
-    while faust keeps fetching the partition: it is None after a rebalance until the next fetch, and
-    stale for a partition faust stopped delivering, the very case the watchdog is for. So the end is
-    also read from the broker (gaps.end_offset, exact on Tansu too) and the larger answer wins."""
-    highwater = app.consumer.highwater(tp)
-    if rt.gaps is None:
-        return int(highwater or 0)
-    return max(int(highwater or 0), await rt.gaps.end_offset(tp.partition))
 
 
 def skip_applied(rt: Runtime, records: Sequence[Any]) -> list[Any]:
@@ -61,13 +52,17 @@ def skip_applied(rt: Runtime, records: Sequence[Any]) -> list[Any]:
     return fresh
 
 
-async def handle(rt: Runtime, records: Sequence[Any], watch: BrokerWatch | None = None, resets: int = 0) -> None:
-    """One micro-batch, start to finish (the agent's body, also used to catch up a stalled partition).
-    `resets`: the watch's reset count when the records were fetched; if a broker reset happened since (while
-    the batch waited for the lock), the old broker's records among them are dropped (counted lost)."""
+async def handle(rt: Runtime, events: Sequence[Any], *, delivered: bool = True) -> None:
+    """One micro-batch, start to finish (the agent's body, also used to catch up a stalled partition:
+    `delivered=False`, the records were read directly)."""
+    recovery = rt.recovery
+    if recovery is not None and delivered:
+        await recovery.before_batch(events)  # may reset the worker (taking the batch lock itself)
     async with rt.batch_lock:
-        if watch is not None and watch.resets != resets:
-            records = watch.drop_leftovers(records)
+        if recovery is not None:
+            records = await recovery.prepare(events, delivered=delivered)
+        else:
+            records = [e for items in in_offset_order(events).values() for e in items]
         records = skip_applied(rt, records)
         if not records:
             return
@@ -77,27 +72,22 @@ async def handle(rt: Runtime, records: Sequence[Any], watch: BrokerWatch | None 
         await publish(rt, batch, scores)
 
 
-async def catch_up(rt: Runtime, partition: int, end: int, watch: BrokerWatch | None = None) -> None:
+async def catch_up(rt: Runtime, recovery: Recovery, partition: int, end: int) -> None:
     """Read and apply a partition's records that faust fetched but never delivered."""
-    assert rt.gaps is not None
-    resets = watch.resets if watch is not None else 0
-    start = await rt.gaps.next_to_apply(partition)
-    records = await rt.gaps.read(partition, start, end)
+    records = await recovery.undelivered(partition, end)
     size = rt.settings.embed_batch_size
     for at in range(0, len(records), size):
-        await handle(rt, records[at : at + size], watch, resets)
+        await handle(rt, records[at : at + size], delivered=False)
 
 
-def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, sink: PostgresSink | None,
-                    watch: BrokerWatch | None = None) -> None:
+def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, sink: PostgresSink | None) -> None:
     settings = rt.settings
 
     @app.agent(chat_messages, name="score_chat_messages")
     async def score_chat_messages(stream: faust.StreamT[bytes]) -> None:
         """Validate, embed, append to viewer sequences and score, one micro-batch at a time."""
         async for events in stream.take_events(settings.embed_batch_size, within=settings.embed_batch_wait):
-            resets = watch.resets if watch is not None else 0  # before screening: it may reset the worker itself
-            await handle(rt, await rt.gaps.complete(events) if rt.gaps else events, watch, resets)
+            await handle(rt, events)
 
     if sink is not None:
         @app.task
@@ -120,25 +110,31 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
     @app.timer(LAG_SECONDS)
     async def measure_lag() -> None:
         """Lag per chat-messages partition; catches up a partition that has records but delivers none."""
+        recovery = rt.recovery
         if app.in_recovery:
             return
         for tp in app.consumer.assignment():
             if tp.topic != chat_messages.get_topic_name():
                 continue
-            end = await partition_end(app, rt, tp)
-            lag = max(0, end - await rt.gaps.next_to_apply(tp.partition)) if rt.gaps else 0
+            if recovery is None:  # a real cluster delivers what it has: faust's highwater is the end, no watchdog
+                applied = rt.applied(tp.partition)
+                end = int(app.consumer.highwater(tp) or 0)
+                rt.metrics.lag.labels(str(tp.partition)).set(max(0, end - (applied + 1 if applied is not None else 0)))
+                continue
+            end = await recovery.partition_end(tp.partition, app.consumer.highwater(tp))
+            lag = await recovery.lag(tp.partition, end)
             rt.metrics.lag.labels(str(tp.partition)).set(lag)
             if lag and rt.idle_since(tp.partition) > STALL_SECONDS:
                 log.warning("chat-messages[%d]: %d records not delivered for %.0f s: reading them directly",
                             tp.partition, lag, STALL_SECONDS)
                 rt.metrics.resumed.inc()
-                await catch_up(rt, tp.partition, end, watch)
+                await catch_up(rt, recovery, tp.partition, end)
 
     @app.on_partitions_revoked.connect
     async def mark_boards_stale(sender: faust.App, revoked: set, **kwargs: object) -> None:
         rt.boards.stale = True
-        if rt.gaps is not None:
-            rt.gaps.forget(tp.partition for tp in revoked if tp.topic == chat_messages.get_topic_name())
+        if rt.recovery is not None:
+            rt.recovery.forget(tp.partition for tp in revoked if tp.topic == chat_messages.get_topic_name())
 
     @app.on_rebalance_complete.connect
     async def rebuild_leaderboards(sender: faust.App, **kwargs: object) -> None:

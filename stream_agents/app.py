@@ -13,8 +13,9 @@ Run it::
 Top to bottom, `create_app` declares: topics (chat-messages in; donor-scores and dead-letters out),
 the changelog-backed tables (`viewer_to_sequence` and `viewer_slot_to_message` hold the viewer
 sequences, see `sequences.py`; `partition_to_offset` the newest chat-messages offset applied per
-partition, see `gaps.py`), the runtime the agents share (model runner, leaderboards, metrics,
-history cache), the agents and timers (`agents.py`) and the HTTP views (`views.py`).
+partition), the runtime the agents share (model runner, leaderboards, metrics, history cache), the
+embedded broker's recovery (`recovery/`, only on Tansu), the agents and timers (`agents.py`) and the
+HTTP views (`views.py`).
 
 Scale-out
 ---------
@@ -31,7 +32,8 @@ The same code runs against a real multi-broker Kafka cluster: set DONORCAST_KAFK
 brokers (host:port,host:port), create the topics with a replication factor of 3 and
 `min.insync.replicas=2` (the changelog topics faust creates follow `topic_replication_factor`,
 set it to 3 there), and start workers on as many machines as there are partitions. The Tansu
-correction (`infra.tansu_compat`) is only installed when the broker reports a Tansu cluster id.
+correction (`infra.tansu_compat`) and the recovery (`recovery/`) are only switched on when the broker
+reports a Tansu cluster id (`infra.kafka.is_tansu`).
 Processing is at-least-once (exactly-once needs transactional producers, which Tansu rejects);
 every sink is idempotent, so redelivery after a crash changes nothing.
 """
@@ -48,17 +50,17 @@ from faust.exceptions import ConsumerNotStarted
 from dashboard import register_dashboard
 from dashboard.access import url_host
 from infra.events import DeadLetter, DonorScore
-from infra.kafka import WantedTopic, wanted_topics
+from infra.kafka import is_tansu, partition_for_key
+from infra.services import resolve_bootstrap, resolve_database_url
 from infra.settings import Settings, load_settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, DONOR_SCORES, partitions_of, topic_name, viewer_key
 from models.registry import ModelRegistry
 from stream_agents.agents import register_agents
-from stream_agents.broker import is_tansu, partition_for_key, resolve_bootstrap, resolve_database_url
-from stream_agents.broker_reset import BrokerWatch, ResetAwareGapFiller, register_broker_watch
 from stream_agents.metrics import Metrics
 from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime
+from stream_agents.recovery import Recovery
 from stream_agents.sequences import SequenceStore, viewer_key_of_slot
 from stream_agents.views import register_views
 
@@ -105,7 +107,8 @@ def create_app(
 ) -> faust.App:
     """A worker app for these settings. `database_url` defaults to settings.database_url; without
     one the worker scores without PostgreSQL (no sink, no history)."""
-    if is_tansu(settings, bootstrap):
+    tansu = is_tansu(settings, bootstrap)
+    if tansu:
         from infra import tansu_compat
 
         tansu_compat.install()  # before the app starts: see infra/tansu_compat.py
@@ -180,18 +183,9 @@ def create_app(
         database_url=database_url or settings.database_url,
         offsets=applied,
     )
-    gaps = ResetAwareGapFiller(bootstrap=bootstrap, topic=chat_messages.get_topic_name(), applied=rt.applied,
-                               metrics=metrics)
-    rt.gaps = gaps
-    tables = (headers, slots, applied)
-    gaps.watch = watch = BrokerWatch(
-        bootstrap=bootstrap, rt=rt, tables=tables, metrics=metrics,
-        topics=wanted_topics(settings) + [WantedTopic(t.changelog_topic.get_topic_name(), partitions, compacted=True)
-                                          for t in tables],
-        highwater=lambda tp: app.consumer.highwater(tp),
-        owned=frozenset({donor_scores.get_topic_name(), *(t.changelog_topic.get_topic_name() for t in tables)}),
-        settle=lambda: app.producer.flush(),
-    )
+    if tansu:
+        rt.recovery = Recovery.build(app, rt, bootstrap=bootstrap, chat_topic=chat_messages.get_topic_name(),
+                                     tables=(headers, slots, applied), owned={donor_scores.get_topic_name()})
     database_url = rt.database_url
     sink = None
     if database_url:
@@ -200,10 +194,11 @@ def create_app(
             topics=(chat_messages.get_topic_name(), donor_scores.get_topic_name()),
             group_id=f"{app.conf.id}-persist", metrics=metrics, send_dead_letter=send_dead_letter,
         )
-        sink.on_offsets_backwards = watch.check
-        watch.on_reset.append(sink.broker_reset)
-    register_agents(app, rt, chat_messages, sink, watch)
-    register_broker_watch(app, watch, chat_messages.get_topic_name())
+        if rt.recovery is not None:
+            rt.recovery.attach_sink(sink)
+    register_agents(app, rt, chat_messages, sink)
+    if rt.recovery is not None:
+        rt.recovery.register(app, chat_messages.get_topic_name())
     register_views(app, rt, sink)
     register_shutdown(app, rt)
     register_dashboard(app, settings, database_url, runtime=rt)  # page + JSON API + live feed (dashboard/)
@@ -216,8 +211,6 @@ def register_shutdown(app: faust.App, rt: Runtime) -> None:
     async def close_resources(sender: faust.App, **kwargs: object) -> None:
         if rt.pool is not None:
             await rt.pool.close()
-        if rt.gaps is not None:
-            await rt.gaps.close()
         rt.models.close()
 
 

@@ -59,7 +59,7 @@ class Metrics:
         self.sink_retries = Counter("donorcast_postgres_retries", "failed PostgreSQL writes retried", registry=r)
         self.refused_rows = Counter("donorcast_postgres_refused_rows", "rows PostgreSQL refused (dead-lettered)",
                                     ["table"], registry=r)
-        # An embedded broker that restarted with empty storage (stream_agents/broker_reset.py).
+        # An embedded broker that restarted with empty storage (stream_agents/recovery/broker_reset.py).
         self.broker_resets = Counter("donorcast_broker_resets", "broker restarts with empty storage noticed", registry=r)
         self.lost_on_reset = Counter(
             "donorcast_lost_on_broker_reset",

@@ -144,11 +144,9 @@ class PostgresSink:
         self.pool: Any = None
         self.written = {"chat_messages": 0, "viewer_scores": 0}
         self.refused = 0  # rows PostgreSQL refused, each dead-lettered
-        # A broker that lost its storage (stream_agents/broker_reset.py): offsets going backwards make the
-        # sink ask the broker watch, which then calls `broker_reset` to count what this sink never wrote.
-        self.on_offsets_backwards: Callable[[], Awaitable[Any]] | None = None
-        self.next_offsets: dict[Any, int] = {}  # TopicPartition -> after the newest record fetched (so written)
-        self.seen_end: dict[Any, int] = {}  # chat-messages TopicPartition -> end seen on the current broker
+        # (records, consumer, offsets) of each fetched batch, before it is written: set by the embedded
+        # broker's recovery (stream_agents/recovery/sink_watch.py) only; None on a real Kafka cluster.
+        self.on_fetch: Callable[[dict[Any, Sequence[Any]], Any, dict[Any, int]], Awaitable[None]] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -171,34 +169,15 @@ class PostgresSink:
                 records = await consumer.getmany(timeout_ms=500, max_records=self.batch_records)
                 if not records:
                     continue
-                if self.on_offsets_backwards is not None and self.went_backwards(records):
-                    await self.on_offsets_backwards()
-                self.observe_ends(consumer)
                 batch = decode_batch(records, self.chat_topic)
-                self.next_offsets.update(batch.offsets)  # from here on the batch is written or dead-lettered
+                if self.on_fetch is not None:
+                    await self.on_fetch(records, consumer, batch.offsets)
                 await self.write_with_retry(batch)
                 await self.commit(consumer, batch.offsets)
         finally:
             await consumer.stop()
             if self.pool is not None:
                 await self.pool.close()
-
-    def went_backwards(self, records: dict[Any, Sequence[Any]]) -> bool:
-        return any(items and items[0].offset < self.next_offsets.get(tp, 0) for tp, items in records.items())
-
-    def observe_ends(self, consumer: Any) -> None:
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp) if tp.topic == self.chat_topic else None
-            if end is not None and end > self.seen_end.get(tp, -1):
-                self.seen_end[tp] = end
-
-    def broker_reset(self) -> int:
-        """The broker lost its storage: chat-messages records it held that this sink never fetched (so never
-        wrote); offsets restart from the new broker's."""
-        lost = sum(max(0, end - self.next_offsets.get(tp, 0)) for tp, end in self.seen_end.items())
-        self.seen_end.clear()
-        self.next_offsets.clear()
-        return lost
 
     async def write_with_retry(self, batch: SinkBatch) -> None:
         """Write the batch, waiting out unavailability; if PostgreSQL refuses some row, write the rows one

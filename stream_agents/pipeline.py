@@ -11,13 +11,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.events import ChatMessage, DeadLetter, DonorScore
 from infra.repository import ViewerHistory
 from infra.settings import Settings
 from stream_agents.embed import ViewerUpdate, append_inputs, batch_origins, load_updates, reembed_stale
-from stream_agents.gaps import GapFiller
 from stream_agents.history import HistoryCache
 from stream_agents.leaderboard import Leaderboards
 from stream_agents.metrics import Metrics
@@ -26,6 +25,9 @@ from stream_agents.outcomes import OutcomeLog, record_paid
 from stream_agents.score import score_viewers
 from stream_agents.sequences import SequenceStore, is_idle, split_viewer_key
 from stream_agents.validate import SortedBatch
+
+if TYPE_CHECKING:
+    from stream_agents.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class Runtime:
     send_dead_letter: Callable[[DeadLetter], Any]  # async: publish one dead letter
     owns: Callable[[str], bool] = lambda key: True  # is this table key on a partition we hold?
     settle: Callable[[], Awaitable[Any]] | None = None  # waits until the broker acknowledged every write sent
-    gaps: GapFiller | None = None  # records the consumer skipped (None: trust delivery, e.g. test_context)
+    recovery: Recovery | None = None  # the embedded broker's gap/reset handling (None: a real cluster, test_context)
     offsets: Any = field(default_factory=dict)  # partition_to_offset table: str(partition) -> newest applied
     batch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # agent and stall watchdog take turns
     boards: Leaderboards = field(default_factory=Leaderboards)

@@ -69,6 +69,14 @@ def classify(raw: bytes | None, kafka_key: bytes | None, topic: str, partition: 
     return Incoming(message, key, partition, offset, key_matches=kafka_key == key.encode())
 
 
+def in_offset_order(events: Sequence[Any]) -> dict[int, list[Any]]:
+    """Events per partition, by offset, each offset once (a rebalance can deliver one twice)."""
+    by_partition: dict[int, dict[int, Any]] = {}
+    for event in events:
+        by_partition.setdefault(event.message.partition, {}).setdefault(event.message.offset, event)
+    return {p: [found[o] for o in sorted(found)] for p, found in by_partition.items()}
+
+
 def sort_events(events: Sequence[Any]) -> SortedBatch:
     """faust events (raw bytes values) -> a SortedBatch, each list in read order."""
     batch = SortedBatch()

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from infra.services import resolve_bootstrap, resolve_database_url
 from infra.settings import load_settings
 from stream_agents.app import create_app
-from stream_agents.broker import resolve_bootstrap, resolve_database_url
 from tests.test_stream_agents.scorer_double import ScorerDouble, load_double
 
 SECONDS_PER_TEXT = float(os.environ.get("DRILL_EMBED_SECONDS", "0.0015"))

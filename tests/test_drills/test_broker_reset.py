@@ -56,8 +56,7 @@ def broker_settings(broker: Any, tmp_path: Path, partitions: int) -> Settings:
 
 
 async def test_each_embedded_broker_start_has_its_own_cluster_id(own_broker: Any) -> None:
-    from infra.kafka import cluster_id
-    from stream_agents.broker import TANSU_CLUSTER_PREFIX
+    from infra.kafka import TANSU_CLUSTER_PREFIX, cluster_id
 
     bootstrap = f"127.0.0.1:{own_broker.port}"
     before = await cluster_id(bootstrap)

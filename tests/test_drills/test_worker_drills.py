@@ -164,8 +164,8 @@ def held_report(worker: WorkerProcess, messages: list[Any], settings: Settings) 
     """For a failure: the viewers A does not hold as the reference does, with the partition of each and the
     produced position (index among its partition's messages) of the inputs A lacks: applied-offset bookkeeping
     ahead of the sequences shows as a run of missing messages on one partition."""
+    from infra.kafka import partition_for_key
     from infra.topics import viewer_key
-    from stream_agents.broker import partition_for_key
 
     position: dict[str, tuple[int, int]] = {}
     seen: Counter[int] = Counter()
@@ -188,8 +188,8 @@ async def topic_report(settings: Settings, messages: list[Any]) -> str:
     """For a failure: which produced messages the chat-messages topic holds, per partition (missing from the
     topic: the broker or the producer lost them; present: a consumer skipped them)."""
     from infra.events import parse_chat_message
+    from infra.kafka import partition_for_key
     from infra.topics import viewer_key
-    from stream_agents.broker import partition_for_key
     from tests.test_stream_agents.harness import read_topic
 
     held: dict[int, list[tuple[int, str]]] = {}
@@ -390,8 +390,9 @@ async def test_burst_of_1000_per_s_against_a_slower_worker_memory_bounded_lag_sh
     promote_double(settings.registry_dir)
     messages = synthetic_stream("burst", viewers=400, messages=BURST_RATE * BURST_SECONDS, donors=30, seed=41)
     # Embedding costs 1 ms a message (so no machine runs this worker at 1000/s), in batches of up to 128.
-    worker = start_worker_module(settings, free_port(), tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
-                                 {"DRILL_EMBED_SECONDS": "0.001", "DONORCAST_EMBED_BATCH_SIZE": "128"})
+    worker = start_worker_module(settings.model_copy(update={"embed_batch_size": 128}), free_port(),
+                                 tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
+                                 {"DRILL_EMBED_SECONDS": "0.001"})
     try:
         worker.wait_ready(90)
         pid = worker.process.pid
@@ -443,7 +444,7 @@ async def test_burst_of_1000_per_s_against_a_slower_worker_memory_bounded_lag_sh
 # ---------------------------------------------------------------- broker restart
 
 # Tansu's memory storage forgets topics, records, groups and offsets on a restart; the worker notices the
-# new cluster id and resets (stream_agents/broker_reset.py). Before that module, this drill found: new
+# new cluster id and resets (stream_agents/recovery/broker_reset.py). Before that module, this drill found: new
 # messages of known viewers counted as duplicates (offset dedupe from the old numbering), tables that a
 # restart recovered differently, in-flight records counted nowhere, and a restarted worker that never
 # became ready (changelogs re-created implicitly).
@@ -575,8 +576,9 @@ async def test_broker_restart_under_a_backlog_reports_what_the_worker_never_scor
     stream = synthetic_stream("s1", viewers=30, messages=1200, donors=4, seed=52)
     parts = [stream[:200], stream[200:1000], stream[1000:]]
     port = free_port()
-    worker = start_worker_module(settings, port, tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
-                                 {"DRILL_EMBED_SECONDS": "0.01", "DONORCAST_EMBED_BATCH_SIZE": "16"})
+    worker = start_worker_module(settings.model_copy(update={"embed_batch_size": 16}), port,
+                                 tmp_path / "worker.log", "tests.test_drills.slow_model_worker",
+                                 {"DRILL_EMBED_SECONDS": "0.01"})
     second = None
     workers = [worker]
     try:

@@ -217,27 +217,12 @@ def sequences(worker: Any, stream_id: str) -> dict[str, list[str]]:
 
 def start_worker_module(settings: Settings, port: int, log_path: Path, module: str,
                         extra_env: dict[str, str] | None = None) -> Any:
-    """harness.start_worker for another worker module (same environment, same WorkerProcess)."""
-    import os
-    import subprocess
-    import sys
+    """harness.start_worker for another worker module (same launch, same WorkerProcess)."""
+    from infra.workers import spawn_worker
+    from tests.test_stream_agents.harness import WorkerProcess
 
-    from tests.test_stream_agents.harness import REPO_ROOT, WorkerProcess
-
-    env = {k: v for k, v in os.environ.items() if k != "DONORCAST_DATABASE_URL"}
-    if settings.database_url:
-        env["DONORCAST_DATABASE_URL"] = settings.database_url
-    env.update({
-        "DONORCAST_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "", "DONORCAST_TOPIC_PREFIX": settings.topic_prefix,
-        "DONORCAST_TOPIC_PARTITIONS": str(settings.topic_partitions), "DONORCAST_STATE_DIR": str(settings.state_dir),
-        "DONORCAST_WEB_PORT": str(port), "DONORCAST_SEQUENCE_LENGTH": str(settings.sequence_length),
-        "PYTHONPATH": str(REPO_ROOT), **(extra_env or {}),
-    })
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
-            [sys.executable, "-m", module, "worker", "--loglevel", "info"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
+    process = spawn_worker(settings.model_copy(update={"web_port": port}), log_path=log_path, module=module,
+                           extra_env=extra_env, die_with_parent_process=False)
     return WorkerProcess(process, port, log_path)
 
 

@@ -3,9 +3,9 @@ PostgreSQL, faust, tables, sink) with the scorer double in place of the ONNX mod
 
 from __future__ import annotations
 
+from infra.services import resolve_bootstrap, resolve_database_url
 from infra.settings import load_settings
 from stream_agents.app import create_app
-from stream_agents.broker import resolve_bootstrap, resolve_database_url
 from tests.test_stream_agents.scorer_double import load_double
 
 if __name__ == "__main__":

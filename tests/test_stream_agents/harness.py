@@ -8,11 +8,9 @@ read back from Kafka topics, the worker's HTTP endpoints and PostgreSQL.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -196,27 +194,12 @@ class WorkerProcess:
 
 
 def start_worker(settings: Settings, port: int, log_path: Path, *, model_double: bool) -> WorkerProcess:
-    """`python -m stream_agents worker` (or its scorer-double twin) with this test's settings in its env."""
-    env = dict(os.environ)
-    env.pop("DONORCAST_DATABASE_URL", None)
-    if settings.database_url:
-        env["DONORCAST_DATABASE_URL"] = settings.database_url
-    env.update({
-        "DONORCAST_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "DONORCAST_TOPIC_PREFIX": settings.topic_prefix,
-        "DONORCAST_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "DONORCAST_STATE_DIR": str(settings.state_dir),
-        "DONORCAST_WEB_PORT": str(port),
-        "DONORCAST_SEQUENCE_LENGTH": str(settings.sequence_length),
-        "PYTHONPATH": str(REPO_ROOT),
-    })
+    """`python -m stream_agents worker` (or its scorer-double twin) on this test's settings."""
+    from infra.workers import spawn_worker
+
     module = "tests.test_stream_agents.fake_model_worker" if model_double else "stream_agents"
-    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed argv
-        [sys.executable, "-m", module, "worker", "--loglevel", "info"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    log.close()
+    process = spawn_worker(settings.model_copy(update={"web_port": port}), log_path=log_path, module=module,
+                           die_with_parent_process=False)
     return WorkerProcess(process, port, log_path)
 
 

@@ -38,7 +38,7 @@ async def test_agent_builds_sequences_scores_and_skips_redelivered_records(kafka
 
     rt.send_score, rt.send_dead_letter = keep_score, keep_letter
     rt.owns = lambda key: True  # no consumer group in a test context: every key is ours
-    rt.gaps = None  # nor committed offsets: the in-memory channel delivers every record
+    rt.recovery = None  # nor committed offsets: the in-memory channel delivers every record
     messages = synthetic_stream("s1", viewers=4, messages=30, donors=1, seed=1)
     agent = app.agents["score_chat_messages"]
     async with agent.test_context() as ctx:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from infra.events import parse_chat_message
+from infra.kafka import partition_for_key
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, topic_name
-from stream_agents.broker import partition_for_key
-from stream_agents.gaps import GapFiller, in_offset_order
 from stream_agents.metrics import Metrics
+from stream_agents.recovery.gaps import GapFiller
+from stream_agents.validate import in_offset_order
 from tests.test_stream_agents.harness import publish, synthetic_stream
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, topic_name
-from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
+from stream_agents.recovery.gaps import GapFiller
 
 
 async def test_the_end_of_a_partition_counts_every_record_of_its_last_batch(topics: Settings) -> None:

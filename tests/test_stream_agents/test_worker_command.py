@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,20 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def free_port_pair() -> int:
+    """A port p with p + 1 free as well: the command gives worker i settings.web_port + i. (A free port
+    alone was not enough: with other tests running, p + 1 was sometimes taken.)"""
+    for _ in range(100):
+        port = free_port_pair()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two adjacent free ports")
+
+
 def health(port: int) -> dict | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:  # noqa: S310
@@ -43,9 +58,7 @@ def health(port: int) -> dict | None:
 
 def test_two_workers_start_answer_and_stop_on_sigterm(topics: Settings, tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "DONORCAST_KAFKA_BOOTSTRAP": topics.kafka_bootstrap or "",
-           "DONORCAST_DATABASE_URL": topics.database_url or "", "DONORCAST_TOPIC_PREFIX": topics.topic_prefix,
-           "DONORCAST_WEB_PORT": str(port), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, **topics.model_copy(update={"web_port": port}).to_env(), "PYTHONPATH": str(REPO_ROOT)}
     log = tmp_path / "worker-command.log"
     with open(log, "wb") as out:
         command = subprocess.Popen(  # noqa: S603

@@ -33,7 +33,7 @@ recognised per partition as offsets past the old applied offset arriving before 
 first record (which starts again at or below it).
 
 faust does not always deliver the new broker's records of a partition (its consumer can keep the
-old read offset until it is reassigned); the stall watchdog (agents.py, gaps.py) then reads them
+old read offset until it is reassigned); the stall watchdog (agents.py, recovery/gaps.py) then reads them
 directly after STALL_SECONDS. Not sooner: until faust's consumer has rejoined the group on the new
 broker, the partition end it reports is the old broker's.
 
@@ -50,9 +50,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from infra.kafka import ClusterProbe, WantedTopic, ensure_named_topics, recreate_topics, unreadable_topics
-from stream_agents.gaps import GapFiller
 from stream_agents.metrics import Metrics
 from stream_agents.pipeline import Runtime
+from stream_agents.recovery.gaps import GapFiller
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,11 @@ class BrokerWatch:
         metrics: Metrics,
         owned: frozenset[str] = frozenset(),
         settle: Callable[[], Awaitable[Any]] | None = None,
+        gaps: GapFiller | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.rt = rt
+        self.gaps = gaps  # its expected offsets belong to the old broker's numbering: cleared on a reset
         self.tables = tables  # faust tables, rewritten to their new changelogs
         self.topics = list(topics)  # every topic to recreate, changelogs included
         self.highwater = highwater  # faust TP -> end of the partition as last fetched
@@ -89,7 +91,7 @@ class BrokerWatch:
         self.seen_end: dict[int, int] = {}  # chat-messages partition -> end seen on the current broker
         self.pending: dict[int, int] = {}  # partition -> old applied offset, until the new broker's first record
         self.on_reset: list[Callable[[], int]] = []  # the sink's accounting; returns records it lost
-        self.resets = 0  # resets done: a batch screened before one is screened again before it is applied
+        self.resets = 0  # resets done
         self.lock = asyncio.Lock()
         self.probe = ClusterProbe(bootstrap, topic=self.topics[0].name if self.topics else None,
                                   timeout=QUERY_TIMEOUT_SECONDS)
@@ -121,24 +123,25 @@ class BrokerWatch:
         if end is not None and end > self.seen_end.get(partition, -1):
             self.seen_end[partition] = end
 
-    async def screen(self, events: Sequence[Any]) -> list[Any]:
-        """A batch from faust, before the gap filler: check the broker when offsets went backwards, drop
-        the old broker's leftovers after a reset, and note how far each partition goes."""
+    async def check_if_redelivered(self, events: Sequence[Any]) -> None:
+        """A batch from faust, before the batch lock: offsets at or before the applied ones are a
+        redelivery after a restart, or a new broker. The cluster id tells which (and resets if new)."""
         applied = self.rt.applied
         if any((done := applied(e.message.partition)) is not None and e.message.offset <= done for e in events):
-            await self.check()  # a redelivery after a restart, or a new broker: the cluster id tells
-        kept = self.drop_leftovers(events)
-        for event in kept:
+            await self.check()
+
+    def observe_batch(self, events: Sequence[Any]) -> None:
+        """Note how far each partition of a delivered batch goes (for the lost count of a reset)."""
+        for event in events:
             self.observe(event.message.partition, self.highwater(event.message.tp))
-        return kept
 
     def drop_leftovers(self, events: Sequence[Any]) -> list[Any]:
-        """The events that are not the old broker's leftovers. Also called, under the batch lock, for a batch
-        screened before a reset that happened while it waited for the lock: applied after the reset, its old
-        offsets would become the partition's applied offset in the new numbering, so the new broker's records
-        (numbered from 0 again) would look applied (lag 0, never read) and its viewers' new messages would
-        look like duplicates. Found by the backlog drill: one 16-record batch did this, and the new broker's
-        records of three partitions were never scored."""
+        """The events that are not the old broker's leftovers; called once per batch, under the batch lock,
+        so after any reset that could affect it (resets hold that lock too). Applied after the reset, an old
+        broker's offsets would become the partition's applied offset in the new numbering, so the new broker's
+        records (numbered from 0 again) would look applied (lag 0, never read) and its viewers' new messages
+        would look like duplicates. Found by the backlog drill: one 16-record batch did this, and the new
+        broker's records of three partitions were never scored."""
         kept = [e for e in events if not self._leftover(e.message.partition, e.message.offset)]
         if len(kept) < len(events):
             log.warning("dropped %d records the old broker delivered after its reset was noticed (counted in "
@@ -220,8 +223,8 @@ class BrokerWatch:
                       rt.settings.topic_partitions, ", ".join(topics.mismatched))
         self.pending = {p: done for p in range(rt.settings.topic_partitions) if (done := rt.applied(p)) is not None}
         rows = await self.rewrite()
-        if rt.gaps is not None:
-            rt.gaps.expected.clear()
+        if self.gaps is not None:
+            self.gaps.expected.clear()
         self.seen_end.clear()
         log.warning("after the broker reset: recreated %s, created %s; rewrote %d table rows to the new "
                     "changelogs; offset dedupe restarted", ", ".join(t.name for t in self.owned_topics()),
@@ -252,31 +255,3 @@ def rewrite_tables(rt: Runtime, tables: Sequence[Any]) -> list[Any]:
 def _put(table: Any, key: Any, value: Any) -> Any:
     table.data[key] = value
     return table.send_changelog(table.partition_for_key(key), key, value)
-
-
-class ResetAwareGapFiller(GapFiller):
-    """The gap filler, with each batch screened by the broker watch first."""
-
-    watch: BrokerWatch | None = None
-
-    async def complete(self, events: Sequence[Any]) -> list[Any]:
-        if self.watch is not None:
-            events = await self.watch.screen(events)
-        return await super().complete(events)
-
-
-def register_broker_watch(app: Any, watch: BrokerWatch, chat_topic: str) -> None:
-    @app.timer(RESET_POLL_SECONDS)
-    async def watch_broker() -> None:
-        """Notice a broker restarted with empty storage (the embedded one) and reset the worker to match."""
-        try:
-            for tp in app.consumer.assignment():
-                if tp.topic == chat_topic:
-                    watch.observe(tp.partition, app.consumer.highwater(tp))
-        except Exception:  # noqa: BLE001, S110 - mid-rebalance: the next tick samples again
-            pass
-        await watch.check()
-
-    @app.on_before_shutdown.connect
-    async def close_broker_probe(sender: Any, **kwargs: object) -> None:
-        await watch.probe.close()

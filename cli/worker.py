@@ -9,11 +9,8 @@ A worker that dies is reported; the others take over its partitions.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Annotated
 
@@ -24,45 +21,11 @@ from rich.table import Table
 from infra.settings import Settings
 
 console = Console(stderr=True)
-STOP_TIMEOUT = 20.0
-_PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    # In the child before exec: the kernel stops the worker if this supervisor dies, even by kill -9.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def worker_environment(settings: Settings, bootstrap: str, database_url: str | None, index: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "DONORCAST_KAFKA_BOOTSTRAP": bootstrap,
-        "DONORCAST_STATE_DIR": str(settings.state_dir.resolve()),
-        "DONORCAST_WEB_PORT": str(settings.web_port + index if settings.web_port else 0),
-    })
-    if database_url:
-        env["DONORCAST_DATABASE_URL"] = database_url
-    return env
-
-
-def start_worker(env: dict[str, str], loglevel: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "stream_agents", "worker", "--loglevel", loglevel],
-        env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-    )
-
-
-def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def worker_port(settings: Settings, index: int) -> int:
+    """Worker `index` listens on settings.web_port + index (0 stays 0: any free port)."""
+    return settings.web_port + index if settings.web_port else 0
 
 
 def _migrate(database_url: str) -> None:
@@ -79,20 +42,21 @@ def _migrate(database_url: str) -> None:
     asyncio.run(run())
 
 
-def print_where(settings: Settings, bootstrap: str, database_url: str | None,
-                processes: list[subprocess.Popen[bytes]]) -> None:
+def print_where(settings: Settings, processes: list[subprocess.Popen[bytes]]) -> None:
+    """`settings` with the real addresses (running_services' copy)."""
     from dashboard.access import url_host
     from infra.postgres import describe_url
     from models.registry import ModelRegistry
 
     promoted = ModelRegistry(settings.registry_dir).promoted()
     table = Table("what", "where", title="donorcast worker")
-    table.add_row("kafka", bootstrap)
-    table.add_row("postgres", describe_url(database_url) if database_url else "none (scores go to Kafka only)")
+    table.add_row("kafka", str(settings.kafka_bootstrap))
+    table.add_row("postgres", describe_url(settings.database_url) if settings.database_url
+                  else "none (scores go to Kafka only)")
     table.add_row("model", f"{promoted.version} ({promoted.path})" if promoted else
                   f"none promoted in {settings.registry_dir}: workers wait for one (donorcast fit / demo)")
     for i, process in enumerate(processes):
-        port = settings.web_port + i
+        port = worker_port(settings, i)
         table.add_row(f"worker {i} (pid {process.pid})",
                       f"http://{url_host(settings.web_host)}:{port}/healthz  /metrics  /metrics/summary")
     console.print(table)
@@ -124,6 +88,7 @@ def worker_command(
     """Run the stream agents: chat-messages -> viewer sequences -> donor scores (Kafka, PostgreSQL, HTTP)."""
     from infra.cli import settings_from
     from infra.services import running_services
+    from infra.workers import spawn_worker, stop_workers
 
     settings = settings_from(ctx)
     from dashboard import check_bind
@@ -134,15 +99,15 @@ def worker_command(
                       f"{workers - settings.topic_partitions} will stay idle (standby)[/yellow]")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with running_services(settings) as endpoints:
-        assert endpoints.kafka_bootstrap is not None
-        if endpoints.database_url:
-            _migrate(endpoints.database_url)
+        resolved = endpoints.settings
+        if resolved.database_url:
+            _migrate(resolved.database_url)
         processes = [
-            start_worker(worker_environment(settings, endpoints.kafka_bootstrap, endpoints.database_url, i), loglevel)
+            spawn_worker(resolved.model_copy(update={"web_port": worker_port(resolved, i)}), loglevel=loglevel)
             for i in range(workers)
         ]
         try:
-            print_where(settings, endpoints.kafka_bootstrap, endpoints.database_url, processes)
+            print_where(resolved, processes)
             code = supervise(processes)
         except KeyboardInterrupt:
             console.print("stopping workers ...")

@@ -24,7 +24,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -115,20 +114,12 @@ def choose_port(settings: Settings) -> int:
     return free_port(settings.web_host)
 
 
-def start_worker(settings: Settings, bootstrap: str, database_url: str, port: int,
-                 log_path: Path) -> subprocess.Popen[bytes]:
-    from stream_agents.worker import _die_with_parent, worker_environment
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """The worker on `settings` (real addresses, the chosen port), its output in `log_path`."""
+    from infra.workers import spawn_worker
 
-    env = worker_environment(settings, bootstrap, database_url, 0)
-    env["DONORCAST_WEB_PORT"] = str(port)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "stream_agents", "worker", "--loglevel", "info"],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C is the demo's to handle: it stops the worker in order
-            preexec_fn=_die_with_parent,
-        )
+    # Own session: Ctrl-C is the demo's to handle, and it stops the worker in order.
+    return spawn_worker(settings, log_path=log_path, new_session=True)
 
 
 def wait_until_serving(process: subprocess.Popen[bytes], base_url: str, log_path: Path,
@@ -190,11 +181,14 @@ async def record_titles(database_url: str, titles: dict[str, str]) -> None:
         await pool.close()
 
 
-async def replay_rounds(settings: Settings, bootstrap: str, database_url: str, plan: ReplayPlan) -> None:
+async def replay_rounds(settings: Settings, plan: ReplayPlan) -> None:
+    """`settings` with the real addresses (running_services' copy)."""
     from producers.publisher import KafkaPublisher
     from producers.replay import replay
 
-    async with KafkaPublisher(settings, bootstrap=bootstrap) as publisher:
+    assert settings.kafka_bootstrap and settings.database_url
+    database_url = settings.database_url
+    async with KafkaPublisher(settings) as publisher:
         index = 0
         while True:
             sources, titles = plan.round(index)
@@ -211,8 +205,7 @@ async def replay_rounds(settings: Settings, bootstrap: str, database_url: str, p
                 await asyncio.Event().wait()
 
 
-async def run_until_stopped(settings: Settings, bootstrap: str, database_url: str, plan: ReplayPlan,
-                            worker: subprocess.Popen[bytes]) -> str:
+async def run_until_stopped(settings: Settings, plan: ReplayPlan, worker: subprocess.Popen[bytes]) -> str:
     """Replay until SIGINT/SIGTERM (or the worker dies); returns why it stopped."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -226,7 +219,7 @@ async def run_until_stopped(settings: Settings, bootstrap: str, database_url: st
         reason["why"] = f"the worker exited with code {worker.returncode}"
         stop.set()
 
-    tasks = [asyncio.create_task(replay_rounds(settings, bootstrap, database_url, plan)),
+    tasks = [asyncio.create_task(replay_rounds(settings, plan)),
              asyncio.create_task(watch_worker())]
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -243,25 +236,25 @@ async def run_until_stopped(settings: Settings, bootstrap: str, database_url: st
 
 def run_demo(settings: Settings, plan: ReplayPlan) -> str:
     from infra.services import running_services
-    from stream_agents.worker import stop_workers
+    from infra.workers import stop_workers
     from training.demo_model import ensure_demo_model
 
     with running_services(settings) as endpoints:
-        assert endpoints.kafka_bootstrap and endpoints.database_url
-        asyncio.run(_migrate(endpoints.database_url))
+        resolved = endpoints.settings
+        assert resolved.kafka_bootstrap and resolved.database_url
+        asyncio.run(_migrate(resolved.database_url))
         model = ensure_demo_model(settings)
         port = choose_port(settings)
         host = settings.web_host if settings.web_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         base_url = f"http://{host}:{port}"
         log_path = settings.state_dir / "logs" / "demo-worker.log"
         console.print(f"starting the worker (log: {log_path}) ...")
-        worker = start_worker(settings, endpoints.kafka_bootstrap, endpoints.database_url, port, log_path)
+        worker = start_worker(resolved.model_copy(update={"web_port": port}), log_path)
         try:
             wait_until_serving(worker, base_url, log_path)
             print_welcome(settings, f"{base_url}/dashboard/", log_path, model.version)
             print(f"dashboard: {base_url}/dashboard/", flush=True)  # one plain line for scripts
-            why = asyncio.run(run_until_stopped(settings, endpoints.kafka_bootstrap, endpoints.database_url,
-                                                plan, worker))
+            why = asyncio.run(run_until_stopped(resolved, plan, worker))
             signal.signal(signal.SIGTERM, _interrupt)  # the event loop reset it on close
         finally:
             console.print("stopping the worker ...")

@@ -11,7 +11,7 @@ So what was applied is part of the state: the changelog-backed table `partition_
 the newest chat-messages offset applied per partition (written with the sequences it produced, and
 recovered with them). A batch that starts past it first gets the skipped records, read here with a
 plain consumer, in order; a partition with records past it that delivers nothing is caught up by
-the stall watchdog (agents.py) the same way. Records that cannot be read any more (retention) are
+the stall watchdog (agents.py, through the Recovery hook) the same way. Records that cannot be read any more (retention) are
 logged and counted as lost, never dropped silently.
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream_agents.metrics import Metrics
+from stream_agents.validate import in_offset_order
 
 log = logging.getLogger(__name__)
 FETCH_TIMEOUT_SECONDS = 30.0
@@ -35,14 +36,6 @@ class Record:
 
     value: bytes | None
     message: Any  # aiokafka ConsumerRecord: topic, partition, offset, key
-
-
-def in_offset_order(events: Sequence[Any]) -> dict[int, list[Any]]:
-    """Events per partition, by offset, each offset once (a rebalance can deliver one twice)."""
-    by_partition: dict[int, dict[int, Any]] = {}
-    for event in events:
-        by_partition.setdefault(event.message.partition, {}).setdefault(event.message.offset, event)
-    return {p: [found[o] for o in sorted(found)] for p, found in by_partition.items()}
 
 
 class GapFiller:
