@@ -70,7 +70,7 @@ class WorkerProcess:
 def find_workers(settings: Settings, proc: Path = Path("/proc")) -> list[WorkerProcess]:
     """The workers of *this* state dir: `python -m stream_agents worker` (or `faust -A stream_agents...`)
     processes whose DONORCAST_STATE_DIR, resolved against their working directory, is ours. Every
-    worker gets its state dir and web port in its environment (`stream_agents.worker`), so a worker of
+    worker gets its state dir and web port in its environment (`infra.workers.spawn_worker`), so a worker of
     another state dir answering on the default port is never taken for ours."""
     mine = settings.state_dir.resolve()
     found = []
