@@ -61,7 +61,11 @@ def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, UNAVAILABLE):
         return True
     # asyncpg says "connection is closed" / "pool is closing" when the server went away under a pooled
-    # connection; the pool is replaced before the retry.
+    # connection, and "cannot switch to state N; another operation is in progress" when the pool's
+    # reconnect of that connection raced our write after a postmaster crash (seen in the kill -9 drill:
+    # it stopped the sink). Nothing was committed either way; the pool is replaced before the retry.
+    if isinstance(error, asyncpg_base.InternalClientError):
+        return "another operation" in str(error)
     return isinstance(error, asyncpg.InterfaceError) and "clos" in str(error)
 
 

@@ -29,3 +29,19 @@ def test_a_batch_is_split_by_topic_and_remembers_where_to_commit() -> None:
 
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff(a, initial=0.2, cap=5.0) for a in range(7)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+def test_connection_state_errors_after_a_crash_are_unavailability_not_a_stop() -> None:
+    """The postmaster kill -9 drill stopped the sink once on asyncpg's "another operation is in progress"
+    (the pool reconnecting the connection our write held): that is the way to the server being broken, so
+    it is retried on a fresh pool; other client-side errors and refused rows are not."""
+    import asyncpg
+    from asyncpg.exceptions import _base as asyncpg_base
+
+    from stream_agents.persist import is_unavailable
+
+    assert is_unavailable(asyncpg_base.InternalClientError("cannot switch to state 15; another operation (2) is in progress"))
+    assert is_unavailable(asyncpg.InterfaceError("connection is closed"))
+    assert is_unavailable(ConnectionRefusedError(111, "Connection refused"))
+    assert not is_unavailable(asyncpg_base.InternalClientError("unexpected codec state"))
+    assert not is_unavailable(asyncpg.DataError("value out of range"))
