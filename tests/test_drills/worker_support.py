@@ -23,6 +23,11 @@ from infra.topics import DEAD_LETTERS, DONOR_SCORES
 from tests.test_stream_agents.harness import score_key
 
 
+# A re-scored window in another micro-batch: ONNX kernels differ by batch shape in the last float bits
+# (tests/test_training/test_export_onnx.py: batch invariance <= 1e-5).
+SAME_SCORE = 1e-5
+
+
 @dataclass
 class Accounting:
     """What became of every produced record, counted (multisets, never sets)."""
@@ -35,14 +40,14 @@ class Accounting:
     dead_lettered: int  # dead letters read back: exactly one per malformed record
     scores_topic: int  # score records on donor-scores (each a distinct score)
     scores_postgres: int  # rows in viewer_scores (one per score on the topic)
-    repeated_after_kill: int = 0  # identical score records a kill -9 re-published (see account)
+    repeated_after_kill: int = 0  # scores a kill -9 re-published under the same key (see account)
 
     def line(self) -> str:
         return (f"{self.produced} produced -> {self.stored} stored once ({self.paid_stored} paid), "
                 f"{self.inputs_counted} inputs counted into {self.scored_viewers} viewers' scores, "
                 f"{self.dead_lettered} dead-lettered once each; {self.scores_topic} scores on the topic once each "
                 f"= {self.scores_postgres} PostgreSQL rows"
-                + (f"; {self.repeated_after_kill} identical scores re-published after the kill"
+                + (f"; {self.repeated_after_kill} scores re-published under the same key after the kill"
                    if self.repeated_after_kill else ""))
 
 
@@ -125,9 +130,12 @@ async def account(settings: Settings, pool: asyncpg.Pool, messages: Sequence[Cha
     `killed`: a worker was killed with -9. A batch's scores and its applied offset are two writes to two
     topics with no transaction between them; a kill after the scores reached the broker and before the
     offset did re-delivers the batch, which is scored again. Measured under load (p50 latency 20 s): one
-    score in 455. Then a score may be on the topic twice, as the byte-identical record (same key, same
-    value), never a third time and never a different one; PostgreSQL still holds it once. The repeats are
-    counted in the result (README, Guarantees; issue 16: exactly once needs Kafka transactions).
+    score in 455. Then a score may be on the topic twice with the same key (stream, viewer, event time,
+    message count, model version) and the same probability (the same stored window, scored in another
+    batch: within the scorer's batch invariance, SAME_SCORE), never a third time; `scored_at` is the
+    second scoring's clock, and rank and explanation are read from the leaderboard as it stands then.
+    PostgreSQL still holds it once. The repeats are counted in the result (README, Guarantees; issue 16:
+    exactly once needs Kafka transactions).
     Fails naming what is missing or extra."""
     want_ids = Counter(m.message_id for m in messages)
     assert max(want_ids.values(), default=1) == 1, "the drill's own messages must have unique ids"
@@ -157,12 +165,13 @@ async def account(settings: Settings, pool: asyncpg.Pool, messages: Sequence[Cha
     assert not problem, f"viewer_scores rows against the distinct scores on the topic: {problem}"
     repeats = topic - distinct
     if killed:
-        values: dict[Any, set[bytes]] = {}
+        probabilities: dict[Any, list[float]] = {}
         for r in records:
-            values.setdefault(score_key(DonorScore.model_validate_json(r.value)), set()).add(bytes(r.value))
+            score = DonorScore.model_validate_json(r.value)
+            probabilities.setdefault(score_key(score), []).append(score.probability)
         assert max(topic.values(), default=1) <= 2, f"a score published three times or more: {topic.most_common(3)}"
-        differing = [k for k in repeats if len(values[k]) > 1]
-        assert not differing, f"a repeated score key with another value: {differing[:5]}"
+        differing = {k: probabilities[k] for k in repeats if max(probabilities[k]) - min(probabilities[k]) > SAME_SCORE}
+        assert not differing, f"a repeated score key with another probability: {list(differing.items())[:5]}"
     else:
         assert not repeats, f"{sum(repeats.values())} scores published more than once: {list(repeats.items())[:5]}"
     return Accounting(
