@@ -426,15 +426,15 @@ async def _offer_and_measure(settings: Settings, bootstrap: str, messages: Seque
                              tag: str, processed: Callable[[], int], quiet_seconds: float = 3.0) -> dict[str, Any]:
     """Publish at `rate` while reading donor-scores; `processed()` (records the workers have done) is
     read when the offering ends, to tell a system that kept up from one that built a backlog."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
+    from infra.kafka import consumer as kafka_consumer
     from infra.topics import DONOR_SCORES, partitions_of, topic_name
     from producers.publisher import KafkaPublisher
 
     latencies: list[float] = []
     stop = asyncio.Event()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    consumer = kafka_consumer(bootstrap, fetch_max_wait_ms=50)
     await consumer.start()
     name = topic_name(DONOR_SCORES, settings)
     consumer.assign([TopicPartition(name, p) for p in range(partitions_of(DONOR_SCORES, settings))])

@@ -93,6 +93,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _storable(value: object, changed: list[int]) -> object:
     if isinstance(value, str):
+        if _NUL not in value and (value.isascii() or _SURROGATE.search(value) is None):
+            return value  # the common case, without building a new string
         nuls = value.count(_NUL)
         text, surrogates = _SURROGATE.subn("\ufffd", value.replace(_NUL, "") if nuls else value)
         changed[0] += nuls + surrogates

@@ -257,6 +257,17 @@ def is_tansu(settings: Settings, bootstrap: str) -> bool:
     return bool(found and found.lower().startswith(TANSU_CLUSTER_PREFIX))
 
 
+def consumer(bootstrap: str, *topics: str, group_id: str | None = None, **options: Any) -> Any:
+    """The one way this project builds an aiokafka consumer (not faust's own): offsets are committed
+    by hand, after the work is done, and a position without a committed offset starts at the earliest
+    record, never "latest" (Tansu answers ListOffsets(latest) wrongly after some writes, and a
+    "latest" start can skip records silently). `options` are aiokafka's (timeouts, fetch sizes)."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group_id,
+                            enable_auto_commit=False, auto_offset_reset="earliest", **options)
+
+
 @functools.lru_cache(maxsize=262_144)
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client) picks for `key`."""
@@ -335,29 +346,28 @@ async def unreadable_topics(bootstrap: str, topics: list[WantedTopic], timeout: 
     """Topics with a partition that cannot be read from its start to its end (highwater) within
     `timeout`: after a Tansu restart, a partition whose first writes collided (AlreadyExists) can
     report records it never delivers."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
+    reader = consumer(bootstrap)
+    await reader.start()
     try:
         pending = {TopicPartition(t.name, p) for t in topics for p in range(t.partitions)}
-        consumer.assign(list(pending))
-        await consumer.seek_to_beginning()
+        reader.assign(list(pending))
+        await reader.seek_to_beginning()
         position = dict.fromkeys(pending, 0)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
+            batch = await reader.getmany(timeout_ms=200)
             for tp, records in batch.items():
                 if records:
                     position[tp] = records[-1].offset + 1
             for tp in list(pending):
-                end = consumer.highwater(tp)
+                end = reader.highwater(tp)
                 if end is not None and position[tp] >= end:
                     pending.discard(tp)
         return sorted({tp.topic for tp in pending})
     finally:
-        await consumer.stop()
+        await reader.stop()
 
 
 def ensure_topics_sync(bootstrap: str, settings: Settings) -> None:

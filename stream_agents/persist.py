@@ -32,6 +32,7 @@ from asyncpg.exceptions import _base as asyncpg_base
 
 from infra.errors import DatabaseUnavailable
 from infra.events import ChatMessage, DeadLetter, DonorScore, parse_chat_message
+from infra.kafka import consumer as kafka_consumer
 from stream_agents.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -158,12 +159,8 @@ class PostgresSink:
 
     async def run(self) -> None:
         """Until cancelled (worker shutdown)."""
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(
-            self.chat_topic, self.score_topic,
-            bootstrap_servers=self.bootstrap, group_id=self.group_id, client_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",  # never "latest": Tansu ListOffsets bug
+        consumer = kafka_consumer(
+            self.bootstrap, self.chat_topic, self.score_topic, group_id=self.group_id, client_id=self.group_id,
             session_timeout_ms=3000, heartbeat_interval_ms=500,
             max_poll_interval_ms=3_600_000,  # a PostgreSQL outage must not evict the sink from the group
         )

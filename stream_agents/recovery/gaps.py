@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from infra.kafka import consumer as kafka_consumer
 from stream_agents.metrics import Metrics
 from stream_agents.validate import in_offset_order
 
@@ -118,19 +119,15 @@ class GapFiller:
                 await consumer.stop()
 
     async def _ensure_offsets_client(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
         if self._offsets is None:
-            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                             enable_auto_commit=False, auto_offset_reset="earliest")
+            self._offsets = kafka_consumer(self.bootstrap)
             await self._offsets.start()
 
     async def _read(self, partition: int, start: int, end: int) -> list[Record]:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                            enable_auto_commit=False, auto_offset_reset="earliest")
+            self._reader = kafka_consumer(self.bootstrap)
             await self._reader.start()
         tp = TopicPartition(self.topic, partition)
         self._reader.assign([tp])

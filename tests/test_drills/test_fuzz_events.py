@@ -1,6 +1,6 @@
 """Fuzz drill: the event validator (`infra.events.parse_chat_message` / `ChatMessage`).
 
-10k mutated records per path (wire bytes and in-memory dicts), derandomised so CI sees the same cases
+FUZZ_EXAMPLES (3k) mutated records per path (wire bytes and in-memory dicts), derandomised so CI sees the same cases
 every run. Each case must end as a valid ChatMessage that keeps the contract's invariants, or as a
 ValueError whose message names the bad field; anything else (another exception type, a message that
 breaks an invariant) fails the drill.

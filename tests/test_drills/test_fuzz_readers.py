@@ -1,4 +1,4 @@
-"""Fuzz drill: every chat reader, 10k derandomised cases each, on records built from each format's
+"""Fuzz drill: every chat reader, FUZZ_EXAMPLES (3k) derandomised cases each, on records built from each format's
 real shapes (the reader tests' own builders) and then mutated: wrong types, missing and extra fields,
 gigantic strings, NaN/negative/huge amounts, unknown currencies, out-of-order and far-future times,
 NUL, lone surrogates, invalid UTF-8.
@@ -276,7 +276,7 @@ def sqlite_cell(value: object) -> object:
 
 @pytest.fixture(scope="module")
 def seed_db() -> Iterator[Path]:
-    """One seed database, refilled for every case (creating 10k files would dominate the drill)."""
+    """One seed database, refilled for every case (creating a file per case would dominate the drill)."""
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None  # RAM when the machine has it
     with tempfile.TemporaryDirectory(prefix="dc-fuzz-", dir=base) as tmp:
         path = Path(tmp) / "seed.sqlite"
@@ -286,7 +286,7 @@ def seed_db() -> Iterator[Path]:
         yield path
 
 
-@settings(FUZZ, max_examples=max(FUZZ_EXAMPLES // 2, 1))  # a database per case is dear: 5k cases of 2-5 rows
+@settings(FUZZ, max_examples=max(FUZZ_EXAMPLES // 2, 1))  # a database per case is dear: half the cases, of 2-5 rows
 @given(seed=seeds)
 def test_seed_sqlite_rows(seed_db: Path, seed: int) -> None:
     rng = random.Random(seed)

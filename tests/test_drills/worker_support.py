@@ -22,7 +22,6 @@ from infra.settings import Settings
 from infra.topics import DEAD_LETTERS, DONOR_SCORES
 from tests.test_stream_agents.harness import score_key
 
-
 # A re-scored window in another micro-batch: ONNX kernels differ by batch shape in the last float bits
 # (tests/test_training/test_export_onnx.py: batch invariance <= 1e-5).
 SAME_SCORE = 1e-5

@@ -13,32 +13,30 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from infra.errors import KafkaUnavailable
-from infra.kafka import EmbeddedKafka, check_reachable
+from infra.kafka import EmbeddedKafka, check_reachable, consumer
 from infra.process import ServiceRecord, is_alive
 from infra.settings import Settings, load_settings
 from infra.topics import CHAT_MESSAGES, topic_name
 
-GROUP_SETTINGS = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500, "auto_offset_reset": "earliest"}
-
 
 async def _consume(bootstrap: str, topic: str, group: str, want: int, timeout: float = 30) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **GROUP_SETTINGS
-    )
-    await consumer.start()
+    """Through the project's one consumer factory: a new group starts at the earliest record, and only
+    what was committed by hand is not read again."""
+    reader = consumer(bootstrap, topic, group_id=group, session_timeout_ms=3000, heartbeat_interval_ms=500)
+    await reader.start()
     values: list[bytes] = []
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while len(values) < want and asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=want - len(values))
+            batches = await reader.getmany(timeout_ms=500, max_records=want - len(values))
             for records in batches.values():
                 values.extend(r.value for r in records)
-        await consumer.commit()
+        await reader.commit()
     finally:
-        await consumer.stop()
+        await reader.stop()
     return values
 
 
