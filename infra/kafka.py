@@ -234,6 +234,35 @@ class ClusterProbe:
             await client.close()
 
 
+class ClusterWatch:
+    """The broker's identity over time, for the two clients that must notice an embedded broker that
+    came back empty (the publisher and the worker's recovery): the first cluster id it reports becomes
+    the known one; `changed()` then answers (old, new) once it reports another, until the caller has
+    dealt with that and `accept`s the new one. A broker that cannot be asked now is no change."""
+
+    def __init__(self, bootstrap: str, topic: str | None = None, timeout: float = 5.0) -> None:
+        self.probe = ClusterProbe(bootstrap, topic=topic, timeout=timeout)
+        self.known: str | None = None
+
+    async def changed(self) -> tuple[str, str] | None:
+        try:
+            current = await self.probe.cluster_id()
+        except Exception:  # noqa: BLE001 - down or restarting: asked again on the next tick
+            return None
+        if current is None:
+            return None
+        if self.known is None:
+            self.known = current
+            return None
+        return None if current == self.known else (self.known, current)
+
+    def accept(self, cluster: str) -> None:
+        self.known = cluster
+
+    async def close(self) -> None:
+        await self.probe.close()
+
+
 async def cluster_id(bootstrap: str, timeout: float = 5.0) -> str | None:
     """One question to the broker (see ClusterProbe for repeated ones)."""
     probe = ClusterProbe(bootstrap, timeout=timeout)

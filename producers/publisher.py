@@ -113,10 +113,9 @@ class KafkaPublisher:
         self._outstanding: set[asyncio.Future[object]] = set()
         self._error: KafkaUnavailable | None = None
         self._producer: object | None = None
-        self._cluster: str | None = None  # the broker's cluster id when we started (None: it does not say)
         self._acknowledged_at_reset = 0
         self._watch: asyncio.Task[None] | None = None
-        self._probe: Any = None  # infra.kafka.ClusterProbe, from start() on
+        self._cluster: Any = None  # infra.kafka.ClusterWatch, from start() on
 
     # ------------------------------------------------------------ lifecycle
 
@@ -131,11 +130,11 @@ class KafkaPublisher:
             await producer.stop()
             raise KafkaUnavailable(self._unreachable(error)) from None
         self._producer = producer
-        from infra.kafka import ClusterProbe
+        from infra.kafka import ClusterWatch
 
-        self._probe = ClusterProbe(self.bootstrap, topic=self.chat_topic, timeout=2.0)
-        self._cluster = await self._query_cluster()
-        if self._cluster is not None:
+        self._cluster = ClusterWatch(self.bootstrap, topic=self.chat_topic, timeout=2.0)
+        await self._cluster.changed()  # learns the cluster id we start on
+        if self._cluster.known is not None:  # a broker that says none cannot tell us it restarted
             self._watch = asyncio.create_task(self._watch_broker())
 
     async def close(self) -> None:
@@ -149,8 +148,8 @@ class KafkaPublisher:
             if self._watch is not None:
                 self._watch.cancel()
                 await asyncio.gather(self._watch, return_exceptions=True)
-            if self._probe is not None:
-                await self._probe.close()
+            if self._cluster is not None:
+                await self._cluster.close()
             producer, self._producer = self._producer, None
             await producer.stop()  # type: ignore[attr-defined]
 
@@ -158,25 +157,21 @@ class KafkaPublisher:
 
     async def check_broker(self) -> BrokerReset | None:
         """Notice a broker that came back with empty storage: recreate the topics, report what it had."""
-        current = await self._query_cluster()
-        if current is None or self._cluster is None or current == self._cluster:
+        change = await self._cluster.changed()
+        if change is None:
             return None
         from infra.kafka import ensure_topics
 
-        reset = BrokerReset(self._cluster, current, self.counters.sent - self._acknowledged_at_reset)
-        self._cluster, self._acknowledged_at_reset = current, self.counters.sent
+        old, current = change
+        reset = BrokerReset(old, current, self.counters.sent - self._acknowledged_at_reset)
+        self._cluster.accept(current)
+        self._acknowledged_at_reset = self.counters.sent
         # Only the topics this producer writes: donor-scores and the changelogs are the worker's to
         # recreate (it first lets its own in-flight writes settle, see stream_agents/recovery/broker_reset.py).
         await ensure_topics(self.bootstrap, self.settings, specs=(CHAT_MESSAGES, DEAD_LETTERS))
         self.counters.resets.append(reset)
         log.warning(reset.describe())
         return reset
-
-    async def _query_cluster(self) -> str | None:
-        try:
-            return await self._probe.cluster_id()
-        except Exception:  # noqa: BLE001 - down or restarting: asked again later
-            return None
 
     async def _watch_broker(self) -> None:
         while True:

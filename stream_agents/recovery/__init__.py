@@ -122,5 +122,5 @@ class Recovery:
 
         @app.on_before_shutdown.connect
         async def close_recovery(sender: Any, **kwargs: object) -> None:
-            await watch.probe.close()
+            await watch.cluster.close()
             await self.gaps.close()

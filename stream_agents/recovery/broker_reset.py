@@ -49,7 +49,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from infra.kafka import ClusterProbe, WantedTopic, ensure_named_topics, recreate_topics, unreadable_topics
+from infra.kafka import ClusterWatch, WantedTopic, ensure_named_topics, recreate_topics, unreadable_topics
 from stream_agents.metrics import Metrics
 from stream_agents.pipeline import Runtime
 from stream_agents.recovery.gaps import GapFiller
@@ -87,36 +87,24 @@ class BrokerWatch:
         self.metrics = metrics
         self.owned = owned  # topics only the worker writes: replaced if they came back wrong
         self.settle = settle  # waits until the worker's producer has nothing in flight
-        self.cluster: str | None = None
         self.seen_end: dict[int, int] = {}  # chat-messages partition -> end seen on the current broker
         self.pending: dict[int, int] = {}  # partition -> old applied offset, until the new broker's first record
         self.on_reset: list[Callable[[], int]] = []  # the sink's accounting; returns records it lost
         self.resets = 0  # resets done
         self.lock = asyncio.Lock()
-        self.probe = ClusterProbe(bootstrap, topic=self.topics[0].name if self.topics else None,
-                                  timeout=QUERY_TIMEOUT_SECONDS)
-
-    async def query(self) -> str | None:
-        try:
-            return await self.probe.cluster_id()
-        except Exception:  # noqa: BLE001 - broker down or restarting: ask again on the next tick
-            return None
+        self.cluster = ClusterWatch(bootstrap, topic=self.topics[0].name if self.topics else None,
+                                    timeout=QUERY_TIMEOUT_SECONDS)
 
     async def check(self) -> bool:
         """Ask the broker for its cluster id; reset the worker if it changed. True when it did."""
         async with self.lock:
-            current = await self.query()
-            if current is None:
-                return False
-            if self.cluster is None:
-                self.cluster = current
-                return False
-            if current == self.cluster:
+            change = await self.cluster.changed()
+            if change is None:
                 return False
             async with self.rt.batch_lock:
-                await self.reset(self.cluster, current)
+                await self.reset(*change)
                 self.resets += 1
-            self.cluster = current
+            self.cluster.accept(change[1])
             return True
 
     def observe(self, partition: int, end: int | None) -> None:
