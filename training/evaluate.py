@@ -355,6 +355,9 @@ def evaluate_command(
     train_streams: Annotated[int | None, typer.Option(help="with --presets: training streams (default: recipe)")] = None,
     shift_streams: Annotated[int, typer.Option(help="with --presets: streams of the shift preset")] = 12,
     null_streams: Annotated[int, typer.Option(help="with --presets: streams of the null preset")] = 16,
+    lead_time: Annotated[bool, typer.Option("--lead-time", help=(
+        "with --presets and --model V1[,V2]: only the lead-time part, for versions the recipe already "
+        "trained (lead-time.md and lead-time.json in --out)"))] = False,
 ) -> None:
     """Score a model version's test split through the live ONNX path, beside refitted baselines
     (or, with --presets, the recipe's model on simulator presets it was not tuned on)."""
@@ -369,8 +372,19 @@ def evaluate_command(
         from training.recipe import load_recipe
 
         folder = out or Path("reports") / "simulator-presets"
-        run_preset_eval(settings, load_recipe(recipe), PresetEvalConfig(
-            train_streams=train_streams, shift_streams=shift_streams, null_streams=null_streams), folder)
+        config = PresetEvalConfig(train_streams=train_streams, shift_streams=shift_streams, null_streams=null_streams)
+        if lead_time:
+            from training.preset_eval import run_lead_time
+
+            versions = [resolve_version(settings, name.strip()) for name in (model or "").split(",") if name.strip()]
+            if not versions:
+                from infra.errors import InputError
+
+                raise InputError("--lead-time needs --model with the version(s) the recipe trained")
+            run_lead_time(settings, load_recipe(recipe), config, versions, folder)
+            print((folder / "lead-time.md").read_text())
+            return
+        run_preset_eval(settings, load_recipe(recipe), config, folder)
         print((folder / "report.md").read_text())
         return
     version = resolve_version(settings, model)

@@ -171,6 +171,39 @@ def _reliability_plot(table: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def eval_streams(train: list[StreamData], train_ds: Dataset, config: PresetEvalConfig) -> dict[str, list[StreamData]]:
+    """The evaluation sets' streams: validation (before-paid rows there are where recipes are compared)
+    and the fit's test split from the training preset, then the shift and NULL presets (read once)."""
+    split_of = {s.stream_id: s.split for s in train_ds.streams}
+    return {
+        "validation": [s for s in train if split_of.get(s.stream_id) == "val"],
+        "in-distribution": [s for s in train if split_of.get(s.stream_id) == "test"],
+        "shift": streams_from_simulator(config.shift_streams, config.seed + 100, preset="shift"),
+        "null": streams_from_simulator(config.null_streams, config.seed + 200, preset="null"),
+    }
+
+
+LEAD_TIME_SETS = ("in-distribution", "shift", "null")
+
+
+def lead_time_metrics(settings: Settings, version: ModelVersion, named: dict[str, list[StreamData]],
+                      config: PresetEvalConfig, log: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """{set: {"model" | "message count": training.lead_time.summarise(...)}} on the sets read once."""
+    from models.scorer import DonorScorer
+    from training.embeddings import EmbeddingCache
+    from training.lead_time import lead_times, summarise
+
+    scorer = DonorScorer.load(version, threads=settings.worker_threads)
+    cache = EmbeddingCache(settings.state_dir / "cache", version.manifest.get("encoder_key", version.version))
+    out = {}
+    for name in LEAD_TIME_SETS:
+        log(f"lead time: {version.version} on {name}, scored after every message")
+        found = lead_times(named[name], scorer, cache=cache, k=config.k, label=scorer.feature_config.label)
+        out[name] = {board: summarise(leads, rounds=config.bootstrap_rounds, seed=config.seed)
+                     for board, leads in found.items()}
+    return out
+
+
 def run_preset_eval(settings: Settings, recipe: Recipe, config: PresetEvalConfig, out_dir: Path) -> dict[str, Any]:
     from rich.console import Console
 
@@ -187,18 +220,10 @@ def run_preset_eval(settings: Settings, recipe: Recipe, config: PresetEvalConfig
     fit = main(replace(recipe.fit, baselines=False, promote=False, threads=settings.worker_threads,
                        encoder_dir=settings.base_model, note="evaluate --presets"), streams=train, settings=settings)
     train_ds = build_dataset(train, recipe.fit.dataset)  # the fit's dataset: same streams, same config
-    split_of = {s.stream_id: s.split for s in train_ds.streams}
     label, width = recipe.fit.dataset.label, recipe.fit.dataset.max_messages
     log("simulating the shift and null sets")
-    sets = [
-        # validation (before-paid) is where recipes are compared; the other sets are read once
-        before_paid_set("validation", [s for s in train if split_of.get(s.stream_id) == "val"], label, width),
-        before_paid_set("in-distribution", [s for s in train if split_of.get(s.stream_id) == "test"], label, width),
-        before_paid_set("shift", streams_from_simulator(config.shift_streams, config.seed + 100, preset="shift"),
-                        label, width),
-        before_paid_set("null", streams_from_simulator(config.null_streams, config.seed + 200, preset="null"),
-                        label, width),
-    ]
+    named = eval_streams(train, train_ds, config)
+    sets = [before_paid_set(name, streams, label, width) for name, streams in named.items()]
     metrics: dict[str, Any] = {"recipe": str(recipe.path.name), "config": asdict(config), "sets": {}, "tracks": {}}
     for track, result in fit.tracks.items():
         log(f"track {track}: scoring {', '.join(s.name for s in sets)}")
@@ -207,6 +232,7 @@ def run_preset_eval(settings: Settings, recipe: Recipe, config: PresetEvalConfig
         metrics["tracks"][track] = {
             "version": result.version.version, "val_pr_auc": result.val_pr_auc,
             "calibration": calibration_on_test(result.version, train_ds, cache_dir, out_dir),
+            "lead_time": lead_time_metrics(settings, result.version, named, config, log),
             "sets": {s.name: {model: ranking_report(s.labels, values, s.stream_ids, k=config.k,
                                                     bootstrap_rounds=config.bootstrap_rounds,
                                                     permutations=config.permutations if s.name == "null" else 0,
@@ -222,6 +248,35 @@ def run_preset_eval(settings: Settings, recipe: Recipe, config: PresetEvalConfig
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
     (out_dir / "report.md").write_text(render_report(metrics, config), encoding="utf-8")
+    return metrics
+
+
+def run_lead_time(settings: Settings, recipe: Recipe, config: PresetEvalConfig, versions: list[ModelVersion],
+                  out_dir: Path) -> dict[str, Any]:
+    """The lead-time part alone, for versions this recipe already trained (the sets are simulated again,
+    from the same seeds): lead-time.json and lead-time.md in `out_dir`."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    log = lambda text: console.print(f"[dim]{text}[/dim]")  # noqa: E731
+    started = time.perf_counter()
+    train = streams_from_simulator(config.train_streams or recipe.streams, recipe.simulate_seed, preset=recipe.preset)
+    named = eval_streams(train, build_dataset(train, recipe.fit.dataset), config)
+    metrics: dict[str, Any] = {"recipe": str(recipe.path.name), "config": asdict(config), "tracks": {}}
+    for version in versions:
+        track = str(version.manifest.get("track", version.version))
+        metrics["tracks"][track] = {"version": version.version,
+                                    "lead_time": lead_time_metrics(settings, version, named, config, log)}
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "lead-time.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+    lines = ["# Lead time of the donor model on simulator presets", "",
+             f"Recipe `{metrics['recipe']}`; the versions of `report.md`, the sets simulated again from the same seeds.", ""]
+    for track, info in metrics["tracks"].items():
+        lines += [f"## Track `{track}` (version `{info['version']}`)", "", *render_lead_time(info["lead_time"], config.k)]
+    lines += [f"Total time {metrics['seconds']:.0f} s. Regenerate: `donorcast evaluate --presets --lead-time "
+              f"--model {','.join(v.version for v in versions)} --out <dir>` (same state dir)."]
+    (out_dir / "lead-time.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return metrics
 
 
@@ -255,5 +310,21 @@ def render_report(metrics: dict[str, Any], config: PresetEvalConfig) -> str:
                     row += f" {m.get('permutation_p', float('nan')):.3f} |"
                 lines.append(row)
             lines.append("")
+        if info.get("lead_time"):
+            lines += render_lead_time(info["lead_time"], k)
     lines += [f"Total time {metrics['seconds']:.0f} s. Regenerate: `donorcast evaluate --presets --out <dir>`."]
     return "\n".join(lines) + "\n"
+
+
+def render_lead_time(lead: dict[str, dict[str, dict[str, float]]], k: int) -> list[str]:
+    lines = [f"### lead time (top {k} before the first paid event)", "",
+             f"Scores after every message, replayed as the live board; a payer is caught when they reach the "
+             f"top {k} of their stream before paying; the lead is the time from then to the payment "
+             "(training/lead_time.py).", "",
+             "| set | board | payers | caught | median lead, min [95 % CI] |", "|---|---|---|---|---|"]
+    for set_name, boards in lead.items():
+        for board, m in boards.items():
+            lines.append(f"| {set_name} | {'transformer' if board == 'model' else board} | {m['payers']:.0f} | "
+                         f"{m['caught_share']:.1%} | {m['median_lead_minutes']:.1f} "
+                         f"[{m['median_ci_low']:.1f}, {m['median_ci_high']:.1f}] |")
+    return [*lines, ""]
