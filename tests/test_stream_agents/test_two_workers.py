@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from infra.settings import Settings
+from tests.test_drills.worker_support import reported_on_failure
 from tests.test_stream_agents.harness import BackgroundPublisher, reference_sequences, synthetic_stream
 from tests.test_stream_agents.scorer_double import promote_double
 
@@ -31,9 +32,12 @@ async def test_a_killed_workers_partitions_move_with_their_sequences(topics: Set
         split = (set(held(first, "s1")), set(held(second, "s1")))
         assert split[0] and split[1] and not split[0] & split[1]
         second.kill9()
-    try:
-        first.wait_until(lambda s: held(first, "s1") == reference, 60, "the survivor to hold every sequence exactly")
-    except AssertionError:
-        now = held(first, "s1")
-        diff = {v: (now.get(v), ids) for v, ids in reference.items() if now.get(v) != ids}
-        raise AssertionError(f"{len(diff)} of {len(reference)} differ, e.g. {list(diff.items())[:3]}") from None
+    # Failed once in ~7 fresh runs (8 viewers each missing one message published during the rebalance):
+    # the survivor's log goes with any failure, so the next one can be traced.
+    with reported_on_failure([first, second]):
+        try:
+            first.wait_until(lambda s: held(first, "s1") == reference, 60, "the survivor to hold every sequence exactly")
+        except AssertionError:
+            now = held(first, "s1")
+            diff = {v: (now.get(v), ids) for v, ids in reference.items() if now.get(v) != ids}
+            raise AssertionError(f"{len(diff)} of {len(reference)} differ, e.g. {list(diff.items())[:3]}") from None
