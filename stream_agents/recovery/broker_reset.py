@@ -225,6 +225,8 @@ def rewrite_tables(rt: Runtime, tables: Sequence[Any]) -> list[Any]:
     Rows are written to the store and their changelog directly (what `table[key] = value` does) to get
     each delivery's future: a write the new broker refused must be noticed (see `BrokerWatch.reset`)."""
     store, deliveries = rt.store, []
+    for table in tables:
+        table.data.forget_held()  # the new changelogs number from 0: where each held partition ends is unknown
     for key, header in store.items():
         header.last_offset = header.last_paid_offset = -1
         deliveries.append(_put(store.headers, key, header.to_bytes()))
