@@ -1,6 +1,9 @@
 """`donorcast demo` end to end, as the README runs it: a subprocess with a fresh state dir and no
 configuration. It must train the demo model, start Kafka, PostgreSQL and the worker, show scores
-through the dashboard API within 5 minutes, and on SIGINT stop everything it started."""
+through the dashboard API within 5 minutes, and on SIGINT stop everything it started.
+
+The demo model it trains is checked here too (`ensure_demo_model`: trained once, promoted, better
+than random on validation, reused): training a second one in its own test cost the suite a minute."""
 
 from __future__ import annotations
 
@@ -131,6 +134,34 @@ def start_demo(args: list[str], state_dir: Path, log_path: Path) -> DemoRun:
     return DemoRun(process, f"http://127.0.0.1:{port}", log_path, time.monotonic())
 
 
+def check_demo_model(state_dir: Path) -> None:
+    """The model the demo trained: the chat track, promoted, above random on validation, and reused
+    (not retrained) by the next `ensure_demo_model`; it scores a sequence built the live way."""
+    import numpy as np
+
+    from infra.settings import load_settings
+    from models.registry import ModelRegistry
+    from models.scorer import DonorScorer, sequence_input
+    from training.demo_model import ensure_demo_model
+
+    settings = load_settings(state_dir=state_dir)
+    version = ModelRegistry(settings.registry_dir).promoted()
+    assert version is not None
+    assert version.manifest["track"] == "chat" and "demo model" in version.manifest["notes"]
+    val = version.manifest["dataset_summary"]["val"]
+    payer_share = val["positives"] / val["samples"]  # what a random ranking's PR-AUC comes to
+    assert version.manifest["metrics"]["val_pr_auc"] > 2 * payer_share
+    started = time.perf_counter()
+    assert ensure_demo_model(settings, progress=False).version == version.version
+    assert time.perf_counter() - started < 1.0
+    texts = ["hi Nova, can you play Balatro next?", "love the stream"]
+    scorer = DonorScorer.load(version)
+    sequence = sequence_input(scorer.embed(texts), [60.0, 300.0], texts=texts, message_numbers=[1, 2],
+                              config=scorer.feature_config)
+    probability = scorer.score([sequence])
+    assert probability.shape == (1,) and np.isfinite(probability).all()
+
+
 def test_demo_shows_scores_and_stops_cleanly(service_tmp_path: Path) -> None:
     """Fresh state dir: trains the demo model, replays simulated streams; then `--file` on the same
     state dir replays a chat-downloader file with the model already there."""
@@ -153,6 +184,7 @@ def test_demo_shows_scores_and_stops_cleanly(service_tmp_path: Path) -> None:
         page = urllib.request.urlopen(f"{demo.base}/dashboard/", timeout=5).read().decode()  # noqa: S310
         assert "static/app.js" in page
         timing["stop_seconds"] = round(demo.interrupt(state_dir), 1)
+        check_demo_model(state_dir)
 
         chat = write_chat_downloader_json(simulate(1, 77, viewers=120, minutes=20)[0], service_tmp_path / "chat.json")
         again = start_demo(["--file", str(chat), "--speed", "50"], state_dir, service_tmp_path / "demo-file.log")
