@@ -24,6 +24,8 @@ partition of the "stream|viewer" key) and scores all live on one partition, so w
 to each other. To use more cores, run more worker processes (`donorcast worker --workers N`, one
 per core): they join one consumer group, faust's assignor splits the partitions, and a worker that
 dies hands its partitions to the others, which rebuild its table partitions from the changelogs.
+A partition a worker keeps through the rebalance keeps its rows as they are; only partitions new to
+it are replayed (`HeldPartitionsStore`).
 Parallelism is capped by `DONORCAST_TOPIC_PARTITIONS` (default 4); choose it before the topics are
 created (Tansu cannot add partitions; on Kafka, adding partitions later remaps keys, so recreate
 the topics instead).
