@@ -6,6 +6,7 @@ validation error naming the field, and the record goes to `dead-letters` (never 
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -247,6 +248,9 @@ class DonorScore(Event):
         return value
 
 
+MAX_RAW_BYTES = 64 * 1024  # what a dead letter keeps of a record: enough to debug, never a memory hazard
+
+
 class DeadLetter(Event):
     """A record we could not use, with where it came from and why; the raw bytes are kept."""
 
@@ -254,8 +258,25 @@ class DeadLetter(Event):
     source: str = Field(description="component that rejected it, e.g. 'stream_agents.validate'")
     location: str = Field("", description="topic[partition]@offset or file:line")
     reason: str
-    raw: str = Field("", description="the original record, decoded with replacement, at most 64 KiB")
+    raw: str = Field("", description="the original record as text, at most 64 KiB (readable, maybe lossy)")
+    raw_base64: str = Field("", description="the exact bytes, when `raw` cannot hold them (invalid UTF-8, NUL)")
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of(cls, raw: bytes | str | None, *, source: str, location: str, reason: str) -> DeadLetter:
+        """The letter for one record as it was read. Text cannot hold every byte string (invalid UTF-8,
+        and NUL is stripped like everywhere else), so such a record's bytes also go in base64: replaying
+        a fixed record must not depend on what decoding kept."""
+        data = (raw or b"") if not isinstance(raw, str) else raw.encode("utf-8", "surrogatepass")
+        data = data[:MAX_RAW_BYTES]
+        text = data.decode("utf-8", errors="replace")
+        lossless = "\x00" not in text and text.encode("utf-8", "surrogatepass") == data
+        return cls(source=source, location=location, reason=reason, raw=text,
+                   raw_base64="" if lossless else base64.b64encode(data).decode("ascii"))
+
+    def raw_bytes(self) -> bytes:
+        """The record's bytes exactly as they were read (cut at 64 KiB)."""
+        return base64.b64decode(self.raw_base64) if self.raw_base64 else self.raw.encode()
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 SOURCE = "stream_agents"
 DEAD_LETTER_SOURCE = "stream_agents.persist"
-MAX_RAW_CHARS = 64 * 1024
 
 # PostgreSQL (or the way to it) is unavailable: the same write can succeed later.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -119,11 +118,8 @@ def backoff(attempt: int, initial: float = 0.2, cap: float = 5.0) -> float:
 
 
 def refused_letter(origin: Origin, error: BaseException) -> DeadLetter:
-    return DeadLetter(
-        source=DEAD_LETTER_SOURCE, location=origin.location,
-        reason=f"PostgreSQL refused the row ({type(error).__name__}): {error}",
-        raw=origin.raw[:MAX_RAW_CHARS].decode("utf-8", errors="replace"),
-    )
+    return DeadLetter.of(origin.raw, source=DEAD_LETTER_SOURCE, location=origin.location,
+                         reason=f"PostgreSQL refused the row ({type(error).__name__}): {error}")
 
 
 class PostgresSink:

@@ -16,7 +16,6 @@ from typing import Any
 from infra.events import ChatMessage, DeadLetter, parse_chat_message
 
 SOURCE = "stream_agents.validate"
-MAX_RAW_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,7 @@ def location(topic: str, partition: int, offset: int) -> str:
 
 
 def dead_letter(raw: bytes | str | None, reason: str, where: str) -> DeadLetter:
-    if raw is None:
-        text = ""
-    elif isinstance(raw, bytes):
-        text = raw[:MAX_RAW_CHARS].decode("utf-8", errors="replace")
-    else:
-        text = raw[:MAX_RAW_CHARS]
-    return DeadLetter(source=SOURCE, location=where, reason=reason, raw=text)
+    return DeadLetter.of(raw, source=SOURCE, location=where, reason=reason)
 
 
 def classify(raw: bytes | None, kafka_key: bytes | None, topic: str, partition: int, offset: int) -> Incoming | DeadLetter:

@@ -27,11 +27,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from infra.events import ChatMessage, DeadLetter, parse_chat_message
+from infra.events import MAX_RAW_BYTES, ChatMessage, DeadLetter, parse_chat_message
 from infra.kafka import ensure_topics, free_port
 from infra.settings import Settings
 from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, topic_name
-from stream_agents.validate import MAX_RAW_CHARS
 from tests.test_drills.hostile import mutate, program_from
 from tests.test_drills.worker_support import differences, expected_inputs, read_all, wait_rows
 from tests.test_stream_agents.harness import WorkerProcess, start_worker, synthetic_stream
@@ -52,7 +51,7 @@ class Expected:
 
     sent: int = 0
     valid: dict[tuple[str, str], ChatMessage] = field(default_factory=dict)  # (platform, message_id) -> message
-    rejected: Counter[str] = field(default_factory=Counter)  # dead letter raw text -> times sent
+    rejected: Counter[bytes] = field(default_factory=Counter)  # dead letter raw bytes -> times sent
     used_ids: set[str] = field(default_factory=set)
 
 
@@ -118,7 +117,7 @@ async def check(settings: Settings, expected: Expected) -> None:
     # (or the topic stops changing for good).
     for _ in range(20):
         letters = [DeadLetter.model_validate_json(r.value) for r in await read_all(settings, DEAD_LETTERS, idle=1.0)]
-        rejected = Counter(letter.raw for letter in letters if letter.source == "stream_agents.validate")
+        rejected = Counter(letter.raw_bytes() for letter in letters if letter.source == "stream_agents.validate")
         if rejected == expected.rejected:
             break
     problem = differences(rejected, expected.rejected)
@@ -176,7 +175,7 @@ def test_random_and_mutated_records_through_kafka_into_a_running_worker(
             try:
                 message = parse_chat_message(raw)
             except ValueError:
-                expected.rejected[raw[:MAX_RAW_CHARS].decode("utf-8", errors="replace")] += 1
+                expected.rejected[raw[:MAX_RAW_BYTES]] += 1
                 key = b"junk|fuzz"
             else:
                 if message.message_id in expected.used_ids:

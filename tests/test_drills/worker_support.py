@@ -153,7 +153,7 @@ async def account(settings: Settings, pool: asyncpg.Pool, messages: Sequence[Cha
         by_origin = Counter((letter.location, letter.raw) for letter in letters)
         assert max(by_origin.values(), default=1) <= 2, f"a dead letter three times: {by_origin.most_common(2)}"
         letters = list({(letter.location, letter.raw): letter for letter in letters}.values())
-    problem = differences(Counter(letter.raw.encode() for letter in letters), Counter(malformed))
+    problem = differences(Counter(letter.raw_bytes() for letter in letters), Counter(malformed))
     assert not problem, f"dead letters (each malformed record exactly once): {problem}"
 
     records = await read_all(settings, DONOR_SCORES)

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from infra.events import MAX_TEXT_CHARS, ChatMessage, DeadLetter, DonorScore, MessageKind, parse_chat_message
+from infra.events import (
+    MAX_RAW_BYTES,
+    MAX_TEXT_CHARS,
+    ChatMessage,
+    DeadLetter,
+    DonorScore,
+    MessageKind,
+    parse_chat_message,
+)
 
 NOW = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -82,6 +90,17 @@ def test_score_and_dead_letter_contracts() -> None:
         DonorScore(**(score.model_dump() | {"probability": 1.5}))
     letter = DeadLetter(source="test", reason="bad", raw="{")
     assert letter.schema_version == 1 and letter.failed_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("raw", [b'{"text": "plain"}', b"\x00\x01 NUL first", b"\xff not UTF-8", "lone \ud800"])
+def test_a_dead_letter_keeps_the_exact_bytes_of_any_record(raw: bytes | str) -> None:
+    letter = DeadLetter.of(raw, source="test", location="t[0]@1", reason="bad")
+    wire = DeadLetter.model_validate_json(letter.model_dump_json())
+    exact = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    assert wire.raw_bytes() == exact
+    assert bool(wire.raw_base64) == (exact != b'{"text": "plain"}')  # base64 only where text cannot hold it
+    big = DeadLetter.of(b"x" * (MAX_RAW_BYTES + 10), source="test", location="", reason="big")
+    assert big.raw_bytes() == b"x" * MAX_RAW_BYTES and not big.raw_base64
 
 
 def test_nul_is_stripped_counted_and_flagged() -> None:
