@@ -54,7 +54,7 @@ INCLUSIVE: tuple[tuple[str, str, str], ...] = (
     ("tokenizer (inside embed)", "__call__", "tokenization_utils"),
     ("classifier: DonorScorer.score", ".score", "models/scorer.py"),
     ("explanations: DonorScorer.explain", ".explain", "models/scorer.py"),
-    ("sequence windows: load_updates/append", "load_updates", "stream_agents/embed.py"),
+    ("sequence windows: load_updates/append", "load_updates", "stream_agents/sequences.py"),
     ("publish scores", "publish", "stream_agents/pipeline.py"),
     ("validate/parse chat records", "sort_events", "stream_agents/validate.py"),
     ("PostgreSQL sink", "run", "stream_agents/persist.py"),

@@ -61,10 +61,10 @@ from infra.topics import CHAT_MESSAGES, DEAD_LETTERS, DONOR_SCORES, partitions_o
 from models.registry import ModelRegistry
 from stream_agents.agents import register_agents
 from stream_agents.metrics import Metrics
-from stream_agents.model_runner import Loader, ModelRunner, default_loader
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime
 from stream_agents.recovery import Recovery
+from stream_agents.score import Loader, ModelRunner, default_loader
 from stream_agents.sequences import SequenceStore, viewer_key_of_slot
 from stream_agents.views import register_views
 

@@ -2,6 +2,13 @@
 `process_batch` once per batch, and everything here is a plain function of the `Runtime`.
 
 Order matters only per viewer, and a viewer's records are all on one partition, read in offset order.
+
+New input messages are embedded in one encoder call per batch (on the model thread) and appended to
+their viewers' sequences. Messages already applied (redelivered after a crash, or sent twice by a
+producer) are recognised before embedding, so a restart costs no encoder time for them. A viewer
+whose stored vectors come from another encoder than the promoted model's (a hot swap to a different
+encoder) is re-embedded from the stored texts before the new message is added, so a sequence never
+mixes embedding spaces.
 """
 
 from __future__ import annotations
@@ -16,15 +23,21 @@ from typing import TYPE_CHECKING, Any
 from infra.events import ChatMessage, DeadLetter, DonorScore
 from infra.repository import ViewerHistory
 from infra.settings import Settings
-from stream_agents.embed import ViewerUpdate, append_inputs, batch_origins, load_updates, reembed_stale
-from stream_agents.history import HistoryCache
-from stream_agents.leaderboard import Leaderboards
+from models.scorer import seconds_since_start
+from stream_agents.leaderboard import Leaderboards, OutcomeLog, record_paid
 from stream_agents.metrics import Metrics
-from stream_agents.model_runner import LoadedModel, ModelRunner
-from stream_agents.outcomes import OutcomeLog, record_paid
-from stream_agents.score import score_viewers
-from stream_agents.sequences import SequenceStore, is_idle, split_viewer_key
-from stream_agents.validate import SortedBatch
+from stream_agents.persist import HistoryCache
+from stream_agents.score import LoadedModel, ModelRunner, embed_texts, score_viewers
+from stream_agents.sequences import (
+    SequenceStore,
+    ViewerUpdate,
+    append,
+    is_duplicate,
+    is_idle,
+    load_updates,
+    split_viewer_key,
+)
+from stream_agents.validate import Incoming, SortedBatch
 
 if TYPE_CHECKING:
     from stream_agents.recovery import Recovery
@@ -102,6 +115,86 @@ async def histories_for(rt: Runtime, model: LoadedModel, updates: Sequence[Viewe
     wanted = [(*split_viewer_key(u.key), u.header.origin or u.header.first_time or 0.0) for u in updates]
     return await rt.histories.lookup(rt.pool, wanted)
 
+
+# ---------------------------------------------------------------- embedding new inputs
+
+def batch_origins(inputs: Sequence[Incoming], known: dict[str, float | None]) -> dict[str, float]:
+    """Time origin per stream for messages without offset_seconds: the one already known for the
+    stream, else the earliest message of this batch."""
+    origins: dict[str, float] = {}
+    for item in inputs:
+        stream_id, ts = item.message.stream_id, item.message.timestamp.timestamp()
+        known_origin = known.get(stream_id)
+        if known_origin is not None:
+            origins[stream_id] = known_origin
+        else:
+            origins[stream_id] = min(origins.get(stream_id, ts), ts)
+    return origins
+
+
+def new_inputs(updates: dict[str, ViewerUpdate], inputs: Sequence[Incoming]) -> list[Incoming]:
+    """The inputs not yet applied, in read order; duplicates are counted on their viewer."""
+    fresh, seen_ids = [], set()
+    for item in inputs:
+        update = updates[item.key]
+        ident = (item.key, item.message.message_id)
+        if ident in seen_ids or is_duplicate(update.header, update.window, item.offset, item.message.message_id):
+            update.duplicates += 1
+            continue
+        seen_ids.add(ident)
+        fresh.append(item)
+    return fresh
+
+
+async def reembed_stale(runner: ModelRunner, model: LoadedModel, store: SequenceStore,
+                        updates: dict[str, ViewerUpdate]) -> int:
+    """Bring windows stored under another encoder into the current model's space; returns messages re-embedded."""
+    stale = [u for u in updates.values() if u.window and u.header.space != model.space]
+    texts = [m.text for u in stale for m in u.window]
+    vectors = await embed_texts(runner, model, texts)
+    at = 0
+    for update in stale:
+        update.window = [m.with_embedding(vectors[at + i]) for i, m in enumerate(update.window)]
+        at += len(update.window)
+        for stored in update.window:
+            store.write_message(update.key, update.header, stored)
+        update.header.space, update.changed = model.space, True
+    return len(texts)
+
+
+async def append_inputs(
+    runner: ModelRunner,
+    model: LoadedModel,
+    store: SequenceStore,
+    updates: dict[str, ViewerUpdate],
+    inputs: Sequence[Incoming],
+    origins: dict[str, float],
+) -> int:
+    """Embed the new inputs and append them to their viewers; returns how many were appended."""
+    fresh = new_inputs(updates, inputs)
+    vectors = await embed_texts(runner, model, [item.message.text for item in fresh])
+    now = time.time()
+    for item, vector in zip(fresh, vectors, strict=True):
+        update, message = updates[item.key], item.message
+        header = update.header
+        if header.count == 0:
+            header.origin, header.space = origins[message.stream_id], model.space
+        stored = append(
+            header, update.window, message_id=message.message_id, timestamp=message.timestamp.timestamp(),
+            since_start=seconds_since_start(message.timestamp.timestamp(), message.offset_seconds, header.origin or 0.0),
+            text=message.text, embedding=vector, offset=item.offset, now=now,
+        )
+        store.write_message(item.key, header, stored)
+        header.viewer_name = message.author_name or header.viewer_name
+        header.last_produced_at = message.produced_at
+        update.appended.append(stored)
+        update.changed = True
+    for item in inputs:  # newest input per viewer, duplicates included: they are scored again
+        updates[item.key].newest = item
+    return len(fresh)
+
+
+# ---------------------------------------------------------------- one micro-batch
 
 def save_updates(rt: Runtime, updates: dict[str, ViewerUpdate]) -> None:
     for key, update in updates.items():

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from stream_agents.validate import Incoming
 
 SLOT_SEPARATOR = "\x1f"  # ASCII unit separator: never part of a stream or viewer id we produce
 _SLOT_FORMAT = struct.Struct("<BIddHIH")  # version, number, timestamp, seconds_since_start, id/text/dim lengths
@@ -227,3 +229,29 @@ class SequenceStore:
     def items(self, keep: Callable[[str], bool] = lambda key: True) -> list[tuple[str, ViewerSequence]]:
         """Every (key, header) whose key `keep` accepts (e.g. only partitions this worker owns)."""
         return [(key, ViewerSequence.from_bytes(data)) for key, data in list(self.headers.items()) if keep(key)]
+
+
+# ---------------------------------------------------------------- one micro-batch's view of a viewer
+
+@dataclass
+class ViewerUpdate:
+    """One viewer touched by the current micro-batch: its header and window, loaded once."""
+
+    key: str
+    header: ViewerSequence
+    window: list[StoredMessage]
+    newest: Incoming | None = None  # newest input message of this viewer in the batch
+    appended: list[StoredMessage] = field(default_factory=list)
+    duplicates: int = 0
+    changed: bool = False
+
+
+def load_updates(store: SequenceStore, keys: Sequence[str]) -> dict[str, ViewerUpdate]:
+    updates = {}
+    for key in dict.fromkeys(keys):
+        header = store.header(key)
+        if header is None:
+            updates[key] = ViewerUpdate(key, store.header_or_new(key), [])
+        else:
+            updates[key] = ViewerUpdate(key, header, store.window(key, header))
+    return updates

@@ -28,11 +28,10 @@ from pydantic import BaseModel, Field, ValidationError
 from infra.events import MAX_TEXT_CHARS, describe_validation_error
 from infra.repository import ViewerHistory
 from models.scorer import seconds_since_start
-from stream_agents.embed import embed_texts
 from stream_agents.leaderboard import BoardEntry
 from stream_agents.persist import PostgresSink
 from stream_agents.pipeline import Runtime
-from stream_agents.score import explain_many, model_input, top_message_ids
+from stream_agents.score import embed_texts, explain_many, model_input, top_message_ids
 from stream_agents.sequences import ViewerSequence, append, split_viewer_key
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

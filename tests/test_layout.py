@@ -135,3 +135,21 @@ def test_nothing_below_the_cli_layer_imports_it() -> None:
     bad = [str(found) for package in MAY_IMPORT for found in project_imports(package)
            if found.package in TOP_LAYER]
     assert not bad, "\n".join(bad)
+
+
+def test_stream_agents_is_a_small_app_without_import_cycles() -> None:
+    # One module per concern and few of them (issue 16: at most 10 outside recovery/, the package's
+    # __init__ and __main__ entry points aside), each importing only modules before it in some order.
+    package = REPO / "stream_agents"
+    modules = sorted(p.stem for p in package.glob("*.py") if p.stem not in {"__init__", "__main__"})
+    assert len(modules) <= 10, f"stream_agents has {len(modules)} modules outside recovery/: {modules}"
+    needs = {name: {f.module.split(".")[1] for f in imports_of(package / f"{name}.py")
+                    if f.module.startswith("stream_agents.") and f.module.split(".")[1] in modules} - {name}
+             for name in modules}
+    ordered: list[str] = []
+    while needs:
+        ready = sorted(name for name, deps in needs.items() if deps <= set(ordered))
+        assert ready, f"import cycle among {sorted(needs)}: {needs}"
+        ordered += ready
+        for name in ready:
+            del needs[name]
