@@ -12,7 +12,7 @@ JSON API (GET; `stream` is a stream id, `k` the leaderboard size, 1..100 live, 1
                                          uPlot, vendored in static/vendor/); ?stream=&k=&viewer= opens a viewer
     /dashboard/overview                  every stream, channel totals, search by name, a date range
     /dashboard/viewer?viewer=            one viewer across streams: scores, ranks, payments
-    /api/health                          {"status": "ok"|"degraded", "database", "problems", "model_version"}
+    /api/health                          {"status": "ok"|"degraded", "database", "problems", "model_version", "model_tier"}
     /api/streams?limit=200               streams, newest activity first: stream_id, platform, title, state
                                          ("live" | "replaying" | "ended"), scored_viewers, last_scored_at, ...
     /api/leaderboard?stream=&k=20        top-k viewers by donor likelihood: rank, viewer_id, viewer_name,

@@ -75,7 +75,8 @@ class DashboardData:
         problems = [self.db.problem] if self.db.problem else []
         return {"status": "degraded" if problems else "ok",
                 "database": "unreachable" if problems else "ok",
-                "problems": problems, "model_version": model.version if model else None}
+                "problems": problems, "model_version": model.version if model else None,
+                "model_tier": getattr(model, "tier", None)}
 
     async def check(self) -> dict[str, Any]:
         """Health after one round trip to PostgreSQL (so a fresh server reports the truth)."""
@@ -264,6 +265,7 @@ class DashboardData:
             "paid": await self.paid(stream_id, k),
             "activity": await self.activity(stream_id),
             "model_version": self.health()["model_version"],
+            "model_tier": self.health()["model_tier"],
         }
 
 

@@ -18,7 +18,10 @@ that nobody loads.
 Manifest conventions (JSON object; every key optional unless a reader needs it):
 - "files": {key: path relative to the version folder}. Keys used:
   "encoder_dir" (HF checkpoint dir with tokenizer), "encoder_onnx" (fp32), "encoder_onnx_int8",
-  "classifier_pt", "classifier_onnx". Resolve with `ModelVersion.file(key)`.
+  "static_encoder" (the distilled model2vec table of the fast tier), "classifier_pt", "classifier_onnx".
+  Resolve with `ModelVersion.file(key)`.
+- "runtime_encoder": the encoder file key the classifier was trained on and the scorer loads
+  ("encoder_onnx_int8" when absent); `ModelVersion.encoder_tier` names it "bert" or "static".
 - "classifier_config", "feature_config": dicts the classifier side needs to rebuild its model/inputs.
 - "label": "paid" | "member" | "conversion".
 - "metrics": {name: number or nested dict}; `donorcast models list` shows roc_auc/pr_auc if present.
@@ -67,6 +70,16 @@ class ModelVersion:
 
     def has_file(self, key: str) -> bool:
         return key in self.manifest.get("files", {})
+
+    @property
+    def runtime_encoder(self) -> str:
+        """The encoder file the classifier was trained on and the scorer loads (int8 BERT by default)."""
+        return str(self.manifest.get("runtime_encoder", "encoder_onnx_int8"))
+
+    @property
+    def encoder_tier(self) -> str:
+        """"static" (the distilled model2vec table) or "bert" (the ONNX message encoder)."""
+        return "static" if self.runtime_encoder == "static_encoder" else "bert"
 
 
 def _write_atomic(path: Path, text: str) -> None:

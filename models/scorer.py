@@ -282,10 +282,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class DonorScorer:
-    """A registry version ready to score: int8 ONNX encoder + ONNX classifier, one thread each."""
+    """A registry version ready to score: its encoder (int8 ONNX BERT, or the static tier) + ONNX
+    classifier, one thread each."""
 
     version: str
-    encoder: Any  # models.onnx_encoder.OnnxEncoder
+    encoder: Any  # models.onnx_encoder.OnnxEncoder or models.static_encoder.StaticEncoder
     session: Any  # onnxruntime.InferenceSession
     feature_config: FeatureConfig
     threshold: float = 0.5
@@ -298,12 +299,16 @@ class DonorScorer:
         import onnxruntime as ort
 
         from models.onnx_encoder import OnnxEncoder
+        from models.static_encoder import StaticEncoder
 
-        # "runtime_encoder" names the encoder file the classifier was trained on (int8 by default).
-        encoder = OnnxEncoder.load(
-            version.file(version.manifest.get("runtime_encoder", "encoder_onnx_int8")), version.file("encoder_dir"),
-            threads=threads, max_length=int(version.manifest.get("encoder_max_length", 64)),
-        )
+        encoder: Any
+        if version.encoder_tier == "static":
+            encoder = StaticEncoder.load(version.file("static_encoder"))
+        else:
+            encoder = OnnxEncoder.load(
+                version.file(version.runtime_encoder), version.file("encoder_dir"),
+                threads=threads, max_length=int(version.manifest.get("encoder_max_length", 64)),
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

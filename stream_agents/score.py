@@ -48,6 +48,9 @@ def default_loader(version: ModelVersion, *, threads: int = 1) -> Any:
 
 def embedding_space(version: ModelVersion, scorer: Any) -> str:
     """Identifies the encoder: stored vectors are reused across model versions only when it is the same."""
+    if version.encoder_tier == "static" and version.has_file("static_encoder"):
+        with open(version.file("static_encoder") / "model.safetensors", "rb") as file:
+            return f"{scorer.embedding_dim}:{hashlib.file_digest(file, 'sha256').hexdigest()[:16]}"
     for key in ("encoder_onnx_int8", "encoder_onnx"):
         if version.has_file(key):
             with open(version.file(key), "rb") as file:
@@ -60,6 +63,7 @@ class LoadedModel:
     scorer: Any  # models.scorer.DonorScorer
     version: str
     space: str
+    tier: str = "bert"  # the encoder tier: "bert" or "static" (ModelVersion.encoder_tier)
 
 
 class ModelRunner:
@@ -91,7 +95,7 @@ class ModelRunner:
             self.last_error = f"cannot load model {version.version}: {type(error).__name__}: {error}"
             log.error(self.last_error)
             return False
-        self.current = LoadedModel(scorer=scorer, version=version.version, space=space)
+        self.current = LoadedModel(scorer=scorer, version=version.version, space=space, tier=version.encoder_tier)
         self.last_error = None
         self._on_load(self.current)
         log.info("serving model %s (embedding space %s)", version.version, space)

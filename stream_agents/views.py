@@ -110,8 +110,9 @@ def health(rt: Runtime, sink: PostgresSink | None) -> dict[str, Any]:
     if sink is not None and sink.degraded:
         problems.append("PostgreSQL writes failing; retrying (scores still go to Kafka)")
     status = "starting" if rt.models.current is None else "degraded" if problems else "ok"
-    return {"status": status, "model_version": rt.models.current.version if rt.models.current else None,
-            "problems": problems}
+    model = rt.models.current
+    return {"status": status, "model_version": model.version if model else None,
+            "model_tier": model.tier if model else None, "problems": problems}
 
 
 def register_views(app: faust.App, rt: Runtime, sink: PostgresSink | None) -> None:

@@ -1,6 +1,7 @@
-"""Message embeddings for training and offline scoring: the encoder's ONNX exports and a disk cache.
+"""Message embeddings for training and offline scoring: the encoder's exports and a disk cache.
 
     HF checkpoint -> fp32 + int8 ONNX exports (made once per checkpoint, keyed by a hash of its files)
+                  or a static table distilled from it (model2vec, the fast tier)
     -> an embed function (the encoder file the live agents load) -> vectors, cached on disk by
        encoder key + text so a re-run or another track embeds nothing twice.
 """
@@ -9,19 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-
-    pass
-
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -42,10 +39,11 @@ def encoder_fingerprint(encoder_dir: Path, max_length: int) -> str:
 @dataclass(frozen=True)
 class EncoderFiles:
     encoder_dir: Path  # HF checkpoint with tokenizer
-    onnx: Path
-    onnx_int8: Path
+    onnx: Path | None  # None for the static tier, which needs no ONNX export
+    onnx_int8: Path | None
     key: str
     max_length: int
+    static_dir: Path | None = None  # the distilled model2vec table (static tier only)
 
 
 def prepare_encoder(encoder_dir: Path, cache_dir: Path, max_length: int = 64) -> EncoderFiles:
@@ -72,6 +70,51 @@ def prepare_encoder(encoder_dir: Path, cache_dir: Path, max_length: int = 64) ->
     return EncoderFiles(encoder_dir=Path(encoder_dir), onnx=fp32, onnx_int8=int8, key=key, max_length=max_length)
 
 
+# Chat words worth a row of their own in the static table: frequent in the training chat, missing from
+# the checkpoint's vocabulary (so otherwise the mean of their word pieces), and short enough to be words.
+STATIC_EXTRA_WORDS = 5000
+STATIC_MIN_COUNT = 3
+_WORD = re.compile(r"[^\W\d_][\w'-]{1,30}", re.UNICODE)
+
+
+def chat_vocabulary(texts: Iterable[str], known: set[str], *, limit: int = STATIC_EXTRA_WORDS,
+                    min_count: int = STATIC_MIN_COUNT) -> list[str]:
+    """The most frequent lower-case words of `texts` not in `known`, most frequent first (ties by word)."""
+    counts = Counter(word for text in texts for word in _WORD.findall(text.lower()) if word not in known)
+    frequent = sorted((word for word, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+    return frequent[:limit]
+
+
+def prepare_static_encoder(encoder_dir: Path, cache_dir: Path, corpus: Iterable[str], max_length: int = 64,
+                           *, extra_words: int = STATIC_EXTRA_WORDS) -> EncoderFiles:
+    """A model2vec table distilled from the checkpoint, its vocabulary extended with the corpus's frequent
+    words (pass training texts only); made once per checkpoint + vocabulary and kept in the cache."""
+    from transformers import AutoTokenizer
+
+    from models.static_encoder import spell_out_symbols
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    words = chat_vocabulary((spell_out_symbols(t) for t in corpus), set(tokenizer.get_vocab()), limit=extra_words)
+    digest = hashlib.sha256("\n".join(words).encode()).hexdigest()[:12]
+    key = f"{encoder_fingerprint(encoder_dir, max_length)}-static-{digest}"
+    folder = Path(cache_dir) / "static" / key
+    if not (folder / "model.safetensors").is_file():
+        from model2vec.distill import distill
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
+        try:
+            distill(model_name=str(encoder_dir), vocabulary=words or None, device="cpu").save_pretrained(str(staging))
+            if folder.exists():  # another job finished first
+                shutil.rmtree(staging)
+            else:
+                os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return EncoderFiles(encoder_dir=Path(encoder_dir), onnx=None, onnx_int8=None, key=key, max_length=max_length,
+                        static_dir=folder)
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard link (no extra disk) where the filesystem allows, else copy; folders recursively."""
     if source.is_dir():
@@ -91,7 +134,16 @@ def load_embedder(files: EncoderFiles, *, runtime: str = "encoder_onnx_int8", th
                   batch_size: int = 64) -> EmbedFn:
     from models.onnx_encoder import OnnxEncoder
 
+    if runtime == "static_encoder":
+        from models.static_encoder import StaticEncoder
+
+        if files.static_dir is None:
+            raise ValueError("the static encoder tier needs files from prepare_static_encoder")
+        static = StaticEncoder.load(files.static_dir)
+        return lambda texts: static.embed(list(texts))
     onnx = files.onnx_int8 if runtime == "encoder_onnx_int8" else files.onnx
+    if onnx is None:
+        raise ValueError(f"no ONNX export for runtime encoder {runtime!r}: use prepare_encoder")
     encoder = OnnxEncoder.load(onnx, files.encoder_dir, threads=threads, max_length=files.max_length)
     return lambda texts: encoder.embed(list(texts), batch_size=batch_size)
 

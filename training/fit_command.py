@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from training.sources import load_streams
-from training.train_classifier import main
+from training.train_classifier import ENCODER_TIERS, main
 
 
 def fit_command(
@@ -33,6 +33,9 @@ def fit_command(
     lexical_buckets: Annotated[int | None, typer.Option(help="hashed word/trigram table rows the model learns (0 = off)")] = None,
     encoder: Annotated[Path | None, typer.Option(help="HF checkpoint dir (default: settings.base_model or packaged MiniLM)")] = None,
     device: Annotated[str | None, typer.Option(metavar="cpu|cuda|auto", help="classifier training device")] = None,
+    encoder_tier: Annotated[str | None, typer.Option(metavar="bert|static", help=(
+        "message encoder: bert (int8 ONNX, the default) or static (a model2vec table distilled from it, "
+        "~20x+ faster)"))] = None,
     report_dir: Annotated[Path | None, typer.Option(help="where to write the test report")] = None,
 ) -> None:
     """Train the donor classifier (chat-only and with-history tracks) beside its baselines; register it.
@@ -45,12 +48,15 @@ def fit_command(
     from training.recipe import load_recipe, with_overrides
 
     settings = settings_from(ctx)
+    if encoder_tier not in (None, *ENCODER_TIERS):
+        raise InputError(f"--encoder-tier must be one of {', '.join(ENCODER_TIERS)} (got {encoder_tier!r})")
     try:
         plan = load_recipe(recipe)
         config = with_overrides(
             plan.fit, label=label, n_snapshots=n_snapshots, max_messages=max_messages,
             max_viewers_per_stream=max_viewers_per_stream, seed=seed, max_epochs=max_epochs,
             lexical_buckets=lexical_buckets, device=device, deploy_track=deploy_track,
+            runtime_encoder=ENCODER_TIERS[encoder_tier] if encoder_tier else None,
             tracks=tuple(t.strip() for t in tracks.split(",") if t.strip()) if tracks else None,
         )
     except (ValueError, OSError) as error:

@@ -37,7 +37,7 @@ def list_command(ctx: typer.Context) -> None:
     if not versions:
         Console(stderr=True).print(f"no model versions in {registry.root}")
         return
-    table = Table("", "version", "created", "label", "metrics", "files")
+    table = Table("", "version", "created", "label", "encoder", "metrics", "files")
     for version in versions:
         manifest = version.manifest
         table.add_row(
@@ -45,6 +45,7 @@ def list_command(ctx: typer.Context) -> None:
             version.version,
             version.created_at.strftime("%Y-%m-%d %H:%M"),
             str(manifest.get("label", "")),
+            version.encoder_tier if manifest.get("classifier_config") else "",
             _key_metrics(manifest.get("metrics", {})),
             ", ".join(sorted(manifest.get("files", {}))),
         )

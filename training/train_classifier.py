@@ -18,7 +18,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +27,14 @@ import numpy as np
 
 from models.scorer import FeatureConfig
 from training.build_dataset import Dataset, DatasetConfig, Sample, StreamData
-from training.embeddings import EmbeddingCache, EncoderFiles, link_or_copy, load_embedder, prepare_encoder
+from training.embeddings import (
+    EmbeddingCache,
+    EncoderFiles,
+    link_or_copy,
+    load_embedder,
+    prepare_encoder,
+    prepare_static_encoder,
+)
 from training.features import FeatureSet, build_features
 
 if TYPE_CHECKING:
@@ -41,6 +48,10 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------- configuration
 
 Track = Literal["chat", "history"]
+
+
+# `fit --encoder-tier` -> the runtime encoder file (FitConfig.runtime_encoder) that tier trains and serves with.
+ENCODER_TIERS = {"bert": "encoder_onnx_int8", "static": "static_encoder"}
 
 
 @dataclass
@@ -71,9 +82,11 @@ class FitConfig:
     # encoder and runtime
     encoder_dir: Path | None = None  # default: packaged all-MiniLM-L6-v2
     encoder_max_length: int = 64
-    # The encoder file training embeds with and DonorScorer loads. Both are batch-invariant (the int8
-    # export scales activations per row, training/export_onnx.py); int8 is the faster one.
-    runtime_encoder: Literal["encoder_onnx_int8", "encoder_onnx"] = "encoder_onnx_int8"
+    # The encoder file training embeds with and DonorScorer loads. All are batch-invariant (the int8
+    # export scales activations per row, training/export_onnx.py); int8 is the faster BERT one, and
+    # "static_encoder" the fast tier (`--encoder-tier static`: a model2vec table distilled from the
+    # checkpoint, its vocabulary extended with the training split's frequent chat words).
+    runtime_encoder: Literal["encoder_onnx_int8", "encoder_onnx", "static_encoder"] = "encoder_onnx_int8"
     embed_batch_size: int = 64
     threads: int = 1
     baselines: bool = True
@@ -222,9 +235,15 @@ def _write_version(
     registry = ModelRegistry(registry_root)
     version, folder = registry.create_version()
     link_or_copy(files.encoder_dir, folder / "encoder")
-    # Copies, not links: `donorcast export --version` rewrites these files in place.
-    shutil.copy2(files.onnx, folder / "encoder.onnx")
-    shutil.copy2(files.onnx_int8, folder / "encoder.int8.onnx")
+    encoder_files = {"encoder_dir": "encoder"}
+    if files.static_dir is not None:
+        link_or_copy(files.static_dir, folder / "static_encoder")
+        encoder_files["static_encoder"] = "static_encoder"
+    if files.onnx is not None and files.onnx_int8 is not None:
+        # Copies, not links: `donorcast export --version` rewrites these files in place.
+        shutil.copy2(files.onnx, folder / "encoder.onnx")
+        shutil.copy2(files.onnx_int8, folder / "encoder.int8.onnx")
+        encoder_files |= {"encoder_onnx": "encoder.onnx", "encoder_onnx_int8": "encoder.int8.onnx"}
     save_classifier(model, folder / "classifier.pt")
     export_classifier_onnx(model, folder / "classifier.onnx")
     # Parity on real validation inputs: the ONNX graph the live agents run vs PyTorch.
@@ -242,8 +261,7 @@ def _write_version(
             raise RuntimeError(f"classifier ONNX export differs from PyTorch by {parity:.2e} (limit 1e-3)")
     manifest = {
         **manifest,
-        "files": {"encoder_dir": "encoder", "encoder_onnx": "encoder.onnx", "encoder_onnx_int8": "encoder.int8.onnx",
-                  "classifier_pt": "classifier.pt", "classifier_onnx": "classifier.onnx"},
+        "files": {**encoder_files, "classifier_pt": "classifier.pt", "classifier_onnx": "classifier.onnx"},
         "classifier_config": model.config.to_dict(),
         "onnx_parity_max_abs_logit": parity,
         "encoder_key": f"{files.key}-{manifest['runtime_encoder']}",
@@ -253,6 +271,11 @@ def _write_version(
 
 
 # ---------------------------------------------------------------- the job
+
+def training_texts(dataset: Dataset) -> Iterator[str]:
+    """Every input text of the training split's streams: what the static tier's vocabulary may learn from."""
+    return (text for track in dataset.tracks if dataset.streams[track.stream].split == "train" for text in track.texts)
+
 
 BASELINE_NAMES = {"tfidf": "tfidf+activity", "tfidf_all": "tfidf(all messages)+activity"}  # names in the report
 
@@ -296,7 +319,11 @@ def main(
 
     clock = time.perf_counter()
     cache_dir = config.cache_dir or settings.state_dir / "cache"
-    files = prepare_encoder(config.encoder_dir or default_base_model_dir(), cache_dir, config.encoder_max_length)
+    encoder_dir = config.encoder_dir or default_base_model_dir()
+    if config.runtime_encoder == "static_encoder":
+        files = prepare_static_encoder(encoder_dir, cache_dir, training_texts(dataset), config.encoder_max_length)
+    else:
+        files = prepare_encoder(encoder_dir, cache_dir, config.encoder_max_length)
     embed = load_embedder(files, runtime=config.runtime_encoder, threads=config.threads,
                           batch_size=config.embed_batch_size)
     cache = EmbeddingCache(cache_dir, f"{files.key}-{config.runtime_encoder}")

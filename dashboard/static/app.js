@@ -199,6 +199,13 @@
     return `${percent(base.value)} (${base.text})`;
   }
 
+  function modelName(snapshot, summary) {
+    // The serving worker's model and its encoder tier; a read-only dashboard knows only the versions scored.
+    const version = snapshot.model_version || Object.keys(summary.model_versions || {})[0];
+    if (!version) return "—";
+    return snapshot.model_tier ? `${version} · ${snapshot.model_tier} encoder` : version;
+  }
+
   function renderSummary(summary, snapshot) {
     $("stream-title").textContent = summary.display_title || summary.title || snapshot.stream_id || "";
     const pill = $("stream-state");
@@ -217,7 +224,7 @@
       ["counts", D.countsText(summary.paid_counts) || "—", "bits, memberships and gifts are counted, not money"],
       [`precision@${k}`, percent(summary.precision_at_k)],
       [`hit rate@${k}`, percent(summary.hit_rate_at_k)],
-      ["model", snapshot.model_version || Object.keys(summary.model_versions || {})[0] || "—"],
+      ["model", modelName(snapshot, summary)],
     ];
     const fragment = document.createDocumentFragment();
     for (const [label, value, hint] of tiles) {

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
+import pytest
 import torch
 
 from models.classifier import leave_one_out, load_classifier
 from models.scorer import DonorScorer, FeatureConfig, preprocess_text, seconds_since_start, sequence_input
-from tests.test_training.test_fit_support import fitted, shared_cache
+from tests.test_training.test_fit_support import fitted, fitted_static, shared_cache
 from training.build_dataset import DatasetConfig, build_dataset
 from training.evaluate import version_features
 from training.train_classifier import _tensors
@@ -17,8 +19,8 @@ from training.train_classifier import _tensors
 torch.set_num_threads(1)
 
 
-def _setup(track: str = "history"):
-    _, results, streams = fitted()
+def _setup(track: str = "history", fit: Callable = fitted):
+    _, results, streams = fit()
     version = results.tracks[track].version
     dataset = build_dataset(streams, DatasetConfig(**version.manifest["dataset_config"]))
     test = [dataset.samples[i] for i in dataset.indices("test")][:120]
@@ -51,11 +53,14 @@ def test_padding_in_a_batch_changes_nothing() -> None:
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-def test_live_path_builds_the_training_features_from_raw_messages() -> None:
+@pytest.mark.parametrize(("tier", "track", "fit"), [("bert", "history", fitted), ("static", "chat", fitted_static)])
+def test_live_path_builds_the_training_features_from_raw_messages(tier: str, track: str, fit: Callable) -> None:
     """From raw ChatMessages, the way the agents do it: preprocessing, clocks, numbers, extras and
-    history equal the training features exactly, and so do the scores: the int8 encoder is
-    batch-invariant, so the worker's pieces of 8 give training's vectors (batches of 64)."""
-    _, dataset, streams, scorer, features = _setup()
+    history equal the training features exactly, and so do the scores, for both encoder tiers: the
+    int8 encoder is batch-invariant, so the worker's pieces of 8 give training's vectors (batches
+    of 64), and the static table has no batch at all."""
+    version, dataset, streams, scorer, features = _setup(track, fit)
+    assert version.encoder_tier == tier
     by_id = {s.stream_id: sorted(s.messages, key=lambda m: m.timestamp) for s in streams}
     live, train = [], []
     for i, sample in enumerate(features.samples[:60]):

@@ -105,3 +105,13 @@ def fitted() -> tuple[Settings, FitResults, list[StreamData]]:
     streams = simulator_streams()
     results = main(small_fit_config(), streams=streams, settings=settings)
     return settings, results, streams
+
+
+@lru_cache(maxsize=1)
+def fitted_static() -> tuple[Settings, FitResults, list[StreamData]]:
+    """The same fit with the fast encoder tier (`fit --encoder-tier static`), chat track only."""
+    settings = load_settings(state_dir=session_dir() / "state-static")
+    streams = simulator_streams()
+    config = small_fit_config(runtime_encoder="static_encoder", tracks=("chat",), deploy_track="chat", baselines=False)
+    results = main(config, streams=streams, settings=settings)
+    return settings, results, streams
