@@ -10,7 +10,8 @@ import pytest
 from tests.test_bench.conftest import MACHINE_KEYS, strict_json
 
 VARIANTS = ["a_naive_torch_padded", "a0_torch_per_message", "b_torch_batched", "c_onnx_fp32",
-            "d0_onnx_int8_arrival", "d_onnx_int8_bucketed", "e8_onnx_int8_micro_sorted", "e1_onnx_int8_micro_unpadded"]
+            "d0_onnx_int8_arrival", "d_onnx_int8_bucketed", "e8_onnx_int8_micro_sorted", "e1_onnx_int8_micro_unpadded",
+            "s_static_model2vec"]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,13 @@ def test_every_variant_is_measured_on_the_same_messages(encoder_result: tuple[Pa
     for v in run["variants"]:
         assert v["messages"] == 40 and v["msgs_per_s"] > 0 and v["msgs_per_cpu_s"] > 0
         assert v["latency_ms"]["p50"] > 0 and v["latency_ms"]["p99"] >= v["latency_ms"]["p50"]
-        assert v["executed_gflop"] >= v["useful_gflop"] > 0
     by_name = {v["name"]: v for v in run["variants"]}
+    for v in run["variants"][:-1]:
+        assert v["executed_gflop"] >= v["useful_gflop"] > 0
+    # The static table runs no transformer: no FLOPs, and vectors in its own space (no cosine to fp32).
+    static = by_name["s_static_model2vec"]
+    assert static["executed_gflop"] == static["useful_gflop"] == 0 and static["cosine_vs_torch_fp32"] == {}
+    assert result["model"]["static_dim"] > 0
     assert by_name["a_naive_torch_padded"]["speedup_vs_baseline"] == 1.0
     # Per-message calls, and batches of 8: 40 and 5 calls; padding to max_length computes 64 tokens each.
     assert by_name["a_naive_torch_padded"]["calls"] == 40 and by_name["b_torch_batched"]["calls"] == 5
@@ -52,6 +58,9 @@ def test_every_variant_is_measured_on_the_same_messages(encoder_result: tuple[Pa
     assert by_name["c_onnx_fp32"]["cosine_vs_torch_fp32"]["min"] > 0.999
     assert by_name["d_onnx_int8_bucketed"]["cosine_vs_torch_fp32"]["mean"] > 0.9
     assert result["targets"][0]["value"] == by_name["d_onnx_int8_bucketed"]["speedup_vs_baseline"]
+    fast = result["targets"][1]
+    assert fast["name"].startswith("fast tier") and fast["met"] == (fast["value"] >= 20)
+    assert fast["value"] == round(static["msgs_per_cpu_s"] / by_name["d_onnx_int8_bucketed"]["msgs_per_cpu_s"], 1)
     assert result["analysis"]
 
 
