@@ -4,7 +4,7 @@
   One agent, not a chain of agents joined by topics: every hop would add a full write per message to a
   broker that never compacts, and faust's in-memory channels between agents would ack a record
   before its work is done (a crash would lose it). Here a record's offset is committed only after
-  its batch is embedded, stored in the tables and its scores are handed to the producer.
+  its batch is embedded, stored in the tables and its scores are acknowledged by the broker.
 - `persist_to_postgres`: the PostgreSQL sink (its own consumer group, so an outage never stops scoring).
 - `watch_promoted_model`: hot model swap. `expire_idle_viewers`: idle expiry. `measure_lag`: lag per
   partition, and the watchdog for records faust fetched but never delivered.
@@ -23,7 +23,7 @@ from typing import Any
 import faust
 
 from stream_agents.persist import PostgresSink
-from stream_agents.pipeline import Runtime, expire_idle, process_batch, publish, rebuild_boards
+from stream_agents.pipeline import Runtime, expire_idle, process_batch, rebuild_boards
 from stream_agents.recovery import Recovery
 from stream_agents.validate import in_offset_order, sort_events
 
@@ -36,10 +36,10 @@ LAG_SECONDS = 5.0
 
 
 def skip_applied(rt: Runtime, records: Sequence[Any]) -> list[Any]:
-    """The records after their partition's applied offset. One at or before it was applied, and its dead
-    letter and scores handed to the producer, before a kill or a rebalance re-delivered it (faust commits
-    consumer offsets later than the tables say): applying it again would change no sequence but would
-    dead-letter it twice and publish its viewer's score twice. Counted as duplicates."""
+    """The records after their partition's applied offset. One at or before it was applied, and the
+    broker acknowledged its dead letter and scores, before a kill or a rebalance re-delivered it (faust
+    commits consumer offsets later than the tables say): applying it again would change no sequence but
+    would dead-letter it twice and publish its viewer's score twice. Counted as duplicates."""
     applied = {p: rt.applied(p) for p in {r.message.partition for r in records}}
     fresh = [r for r in records if applied[r.message.partition] is None
              or r.message.offset > applied[r.message.partition]]  # type: ignore[operator]
@@ -68,8 +68,7 @@ async def handle(rt: Runtime, events: Sequence[Any], *, delivered: bool = True) 
             return
         batch = sort_events(records)
         model = await rt.models.wait_for_model()
-        scores = await process_batch(rt, model, batch, n_records=len(records))
-        await publish(rt, batch, scores)
+        await process_batch(rt, model, batch, n_records=len(records))
 
 
 async def catch_up(rt: Runtime, recovery: Recovery, partition: int, end: int) -> None:

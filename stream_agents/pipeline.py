@@ -220,13 +220,14 @@ def count_batch(rt: Runtime, batch: SortedBatch, appended: int, paid: int, dupli
 
 
 async def acknowledged(rt: Runtime) -> None:
-    """Wait until the broker acknowledged every table write sent so far. A batch writes three changelogs
-    (slots, then the headers that count them, then the applied offset), and the producer sends each
-    topic partition's backlog on its own, one record batch per partition per request: the few headers
-    and the one offset row overtake a backlog of slot rows. A worker killed then leaves a header that
-    counts a message its slot never got, or an applied offset past headers never written; the worker
-    taking over skips those messages as already applied. Waiting here keeps what the broker holds a
-    prefix of what was written, in order. (Not for ever: a broker gone for good is the broker watch's.)"""
+    """Wait until the broker acknowledged every write sent so far. A batch writes in three steps (the
+    slots; then the headers that count them, its scores and its dead letters; then the applied offset),
+    and the producer sends each topic partition's backlog on its own, one record batch per partition
+    per request: the few headers and the one offset row overtake a backlog of slot rows or scores. A
+    worker killed then leaves a header that counts a message its slot never got, or an applied offset
+    past headers or scores never written; the worker taking over skips those messages as already
+    applied, and their scores are lost for good. Waiting here keeps what the broker holds a prefix of
+    what was written, in order. (Not for ever: a broker gone for good is the broker watch's.)"""
     if rt.settle is None:
         return
     try:
@@ -240,7 +241,12 @@ async def acknowledged(rt: Runtime) -> None:
 
 
 async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_records: int) -> list[DonorScore]:
-    """Outcomes, embeddings, sequences and scores for one micro-batch; returns the scores to publish."""
+    """Outcomes, embeddings, sequences and scores for one micro-batch, published; returns the scores.
+
+    The applied offset is written last, once the broker holds everything else the batch wrote: a kill
+    before it lands re-applies the batch (no sequence changes, and its scores and dead letters are
+    published a second time, identical), a kill after it skips the batch, whose writes are all there.
+    Never a score lost; at most one repeat, only around a kill."""
     if rt.boards.stale:
         rebuild_boards(rt)
     updates = load_updates(rt.store, [i.key for i in (*batch.inputs, *batch.paid)])
@@ -263,7 +269,8 @@ async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_r
     count_batch(rt, batch, appended, paid, duplicates, n_records)
     for stream_id in {i.message.stream_id for i in batch.other if is_stream_end(i.message)}:
         expire_stream(rt, stream_id, reason="stream_end")
-    await acknowledged(rt)  # the headers before the applied offset that says they are done
+    await publish(rt, batch, scores)
+    await acknowledged(rt)  # headers, scores and dead letters before the applied offset that says they are done
     for partition, offset in batch.last_offsets.items():
         rt.mark_applied(partition, offset)
     return scores
