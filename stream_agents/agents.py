@@ -23,7 +23,7 @@ from typing import Any
 import faust
 
 from stream_agents.persist import PostgresSink
-from stream_agents.pipeline import Runtime, expire_idle, process_batch, rebuild_boards
+from stream_agents.pipeline import Runtime, expire_idle, process_batch, rebuild_boards, write_applied
 from stream_agents.recovery import Recovery
 from stream_agents.validate import in_offset_order, sort_events
 
@@ -112,6 +112,9 @@ def register_agents(app: faust.App, rt: Runtime, chat_messages: faust.TopicT, si
         recovery = rt.recovery
         if app.in_recovery:
             return
+        if rt.held_back:  # applied offsets a slow acknowledgement held back: before the lag reads them
+            async with rt.batch_lock:
+                await write_applied(rt, {})
         for tp in app.consumer.assignment():
             if tp.topic != chat_messages.get_topic_name():
                 continue

@@ -42,6 +42,7 @@ every sink is idempotent, so redelivery after a crash changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,39 @@ class PartitionTable(HeldPartitionsTable):
         return int(key)
 
 
+class _BufferMarker:
+    """Put at the end of faust's producer buffer: reached once everything queued before it went to aiokafka.
+    The buffer's task calls `fut.message.channel.publish_message(fut)` on each entry, one at a time."""
+
+    def __init__(self) -> None:
+        self.reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.message = self.channel = self
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        if not self.reached.done():
+            self.reached.set_result(None)
+
+
+async def drain_producer(producer: Any) -> None:
+    """Return once the broker acknowledged every record sent so far, table writes included.
+
+    faust's `Producer.flush` is not that: table writes wait in its buffer for one background task, and
+    the buffer's flush gives up as soon as 0.1 s pass without a send (faust-streaming 0.15.3,
+    `ProducerBuffer.flush_atmost`). On a loaded machine it returned with header rows still queued, the
+    applied offset queued behind them overtook them in aiokafka (another topic, not muted), and a
+    kill -9 then left an offset past headers the broker never got (CI: the two-worker drill). The
+    buffer is first in, first out, so the marker is reached only after everything before it was
+    handed to aiokafka, whose flush then waits for the broker's acknowledgement of all of it."""
+    if producer.app.conf.producer_threaded:  # the marker rides faust's in-loop queue, which this mode bypasses
+        raise RuntimeError("drain_producer needs producer_threaded=False")
+    if producer.buffer.state != "running":  # agent.test_context(), or shutting down: nothing is being sent
+        return
+    marker = _BufferMarker()
+    producer.buffer.put(marker)
+    await marker.reached
+    await producer.flush()
+
+
 def _table(app: faust.App, cls: type[faust.Table], name: str, partitions: int, help: str) -> Any:
     return app.tables.add(cls(
         app, name=name, beacon=app.tables.beacon, partitions=partitions, help=help,
@@ -241,7 +275,7 @@ def create_app(
         send_score=send_score,
         send_dead_letter=send_dead_letter,
         owns=owns,
-        settle=lambda: app.producer.flush(),
+        settle=lambda: drain_producer(app.producer),
         database_url=database_url or settings.database_url,
         offsets=applied,
     )

@@ -70,6 +70,7 @@ class Runtime:
     pool: Any = None  # opened on first need
     pool_retry_at: float = 0.0
     delivered_at: dict[int, float] = field(default_factory=dict)  # partition -> when a record last came (lag)
+    held_back: dict[int, int] = field(default_factory=dict)  # applied offsets waiting for an acknowledgement
     started: float = field(default_factory=time.monotonic)
 
     def idle_since(self, partition: int) -> float:
@@ -189,7 +190,7 @@ async def append_inputs(
         header.last_produced_at = message.produced_at
         update.appended.append(stored)
         update.changed = True
-    for item in inputs:  # newest input per viewer, duplicates included: they are scored again
+    for item in fresh:  # a duplicate was scored when first applied, and that score is on the broker
         updates[item.key].newest = item
     return len(fresh)
 
@@ -219,34 +220,42 @@ def count_batch(rt: Runtime, batch: SortedBatch, appended: int, paid: int, dupli
         rt.delivered_at[partition] = now
 
 
-async def acknowledged(rt: Runtime) -> None:
-    """Wait until the broker acknowledged every write sent so far. A batch writes in three steps (the
-    slots; then the headers that count them, its scores and its dead letters; then the applied offset),
-    and the producer sends each topic partition's backlog on its own, one record batch per partition
-    per request: the few headers and the one offset row overtake a backlog of slot rows or scores. A
-    worker killed then leaves a header that counts a message its slot never got, or an applied offset
-    past headers or scores never written; the worker taking over skips those messages as already
-    applied, and their scores are lost for good. Waiting here keeps what the broker holds a prefix of
-    what was written, in order. (Not for ever: a broker gone for good is the broker watch's.)"""
+async def acknowledged(rt: Runtime) -> bool:
+    """Wait until the broker acknowledged every write sent so far; False if it did not in time.
+
+    A batch writes in three steps (its slots, scores and dead letters; then the headers that count
+    them; then the applied offset), and the producer sends each topic partition's backlog on its own,
+    one record batch per partition per request: a few header rows or the one offset row overtake a
+    backlog of slots or scores. A worker killed then leaves a header that counts a message whose slot
+    or score never got there, or an applied offset past headers never written; the worker taking over
+    skips those messages as already applied, and their scores are lost for good. Waiting here keeps
+    what the broker holds a prefix of what was written, in order. Not for ever: a broker gone for good
+    is the broker watch's, and the caller keeps the applied offset back instead (the safe direction:
+    a redelivery is recognised by the headers)."""
     if rt.settle is None:
-        return
+        return True
     try:
         await asyncio.wait_for(rt.settle(), SETTLE_TIMEOUT_SECONDS)
+        return True
     except TimeoutError:
-        log.warning("table writes not acknowledged within %.0f s: going on; a crash now could leave the "
+        log.warning("writes not acknowledged within %.0f s: going on; a crash now could leave the "
                     "changelogs out of order", SETTLE_TIMEOUT_SECONDS)
     except Exception as error:  # noqa: BLE001 - the same, and no reason to stop scoring
-        log.warning("table writes not acknowledged (%s: %s): going on; a crash now could leave the "
+        log.warning("writes not acknowledged (%s: %s): going on; a crash now could leave the "
                     "changelogs out of order", type(error).__name__, error)
+    return False
 
 
 async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_records: int) -> list[DonorScore]:
     """Outcomes, embeddings, sequences and scores for one micro-batch, published; returns the scores.
 
-    The applied offset is written last, once the broker holds everything else the batch wrote: a kill
-    before it lands re-applies the batch (no sequence changes, and its scores and dead letters are
-    published a second time, identical), a kill after it skips the batch, whose writes are all there.
-    Never a score lost; at most one repeat, only around a kill."""
+    Each write waits for the broker to hold the ones it vouches for. Slots, scores and dead letters
+    first; then the headers, which make the batch's messages duplicates; then the applied offset,
+    which makes its records skipped. A kill before the headers land re-applies the batch (the same
+    slots, the same scores once more); a kill after them finds the messages already counted and their
+    scores on the broker (nothing is scored again; a dead letter is sent once more); a kill after the
+    offset skips the batch. Never a score lost; at most one repeat of a score or a dead letter, only
+    around a kill. Only viewers with a new input are scored: a duplicate's score is already out."""
     if rt.boards.stale:
         rebuild_boards(rt)
     updates = load_updates(rt.store, [i.key for i in (*batch.inputs, *batch.paid)])
@@ -260,20 +269,35 @@ async def process_batch(rt: Runtime, model: LoadedModel, batch: SortedBatch, n_r
     rt.metrics.embed_seconds.observe(time.perf_counter() - started)
     rt.metrics.embedded.inc(appended + reembedded)
     started = time.perf_counter()
-    histories = await histories_for(rt, model, list(touched.values()))
-    scores = await score_viewers(rt.models, model, rt.boards, list(touched.values()), histories)
+    grown = [u for u in touched.values() if u.appended]
+    histories = await histories_for(rt, model, grown)
+    scores = await score_viewers(rt.models, model, rt.boards, grown, histories)
     rt.metrics.score_seconds.observe(time.perf_counter() - started)
-    await acknowledged(rt)  # the slots on the broker before the headers that count them
+    await publish(rt, batch, scores)
+    await acknowledged(rt)  # slots, scores and dead letters on the broker before the headers that count them
     save_updates(rt, updates)
     duplicates = paid_duplicates + sum(u.duplicates for u in touched.values())
     count_batch(rt, batch, appended, paid, duplicates, n_records)
     for stream_id in {i.message.stream_id for i in batch.other if is_stream_end(i.message)}:
         expire_stream(rt, stream_id, reason="stream_end")
-    await publish(rt, batch, scores)
-    await acknowledged(rt)  # headers, scores and dead letters before the applied offset that says they are done
-    for partition, offset in batch.last_offsets.items():
-        rt.mark_applied(partition, offset)
+    await write_applied(rt, batch.last_offsets)  # after the headers that say the batch is done
     return scores
+
+
+async def write_applied(rt: Runtime, offsets: dict[int, int]) -> None:
+    """Write the applied offsets once the broker acknowledged everything before them; if it did not in
+    time, hold them back until a later acknowledgement (the next batch, or the lag timer's retry)."""
+    for partition, offset in offsets.items():
+        rt.held_back[partition] = max(offset, rt.held_back.get(partition, -1))
+    if not rt.held_back:
+        return
+    if await acknowledged(rt):
+        for partition, offset in rt.held_back.items():
+            rt.mark_applied(partition, offset)
+        rt.held_back.clear()
+    else:
+        log.warning("applied offsets %s held back until the broker acknowledges the writes before them",
+                    dict(rt.held_back))
 
 
 async def publish(rt: Runtime, batch: SortedBatch, scores: Sequence[DonorScore]) -> None:

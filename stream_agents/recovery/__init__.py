@@ -59,7 +59,7 @@ class Recovery:
             topics=wanted_topics(settings) + changelogs,
             highwater=lambda tp: app.consumer.highwater(tp),
             owned=frozenset({*owned, *(t.name for t in changelogs)}),
-            settle=lambda: app.producer.flush(),
+            settle=rt.settle,
             gaps=gaps,
         )
         return cls(gaps, watch)

@@ -96,8 +96,11 @@ async def test_two_workers_one_killed_its_partitions_move_and_nothing_is_lost(
             # take a rebalance + 30 s + a lag tick on a loaded machine.
             for stream in ("s1", "s2"):
                 expected = reference_held(messages, stream, settings.sequence_length)
-                a.wait_until(lambda _, stream=stream, expected=expected: held_by(a, stream) == expected, 150,
-                             f"A to hold every viewer of {stream} as the reference does")
+                try:
+                    a.wait_until(lambda _, stream=stream, expected=expected: held_by(a, stream) == expected, 150,
+                                 f"A to hold every viewer of {stream} as the reference does")
+                except AssertionError as error:  # the difference first: CI shows the start of a long message
+                    raise AssertionError(f"{held_report(a, messages, settings)}\n{error}") from None
             # ... and then its lag reads 0 on every partition (the gauge is measured every 5 s).
             summary = a.wait_until(lambda s: s["lag"] == 0, 30, "A's lag to read 0 once everything is applied")
             result = await account(settings, pool, messages, malformed, killed=True)

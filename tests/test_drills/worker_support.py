@@ -126,9 +126,10 @@ async def account(settings: Settings, pool: asyncpg.Pool, messages: Sequence[Cha
     once, and on the donor-scores topic exactly once (records re-delivered at or before their partition's
     applied offset are skipped: stream_agents/agents.py skip_applied).
 
-    `killed`: a worker was killed with -9. A batch's scores and its applied offset are two writes to two
-    topics with no transaction between them; a kill after the scores reached the broker and before the
-    offset did re-delivers the batch, which is scored again. Measured under load (p50 latency 20 s): one
+    `killed`: a worker was killed with -9. A batch's scores, its viewer headers and its applied offset
+    are writes to three topics with no transaction between them; a kill after the scores reached the
+    broker and before the headers did re-delivers the batch, which is scored again (after the headers,
+    its messages are duplicates and never scored again). Measured under load (p50 latency 20 s): one
     score in 455. Then a score may be on the topic twice with the same key (stream, viewer, event time,
     message count, model version) and the same probability (the same stored window, scored in another
     batch: within the scorer's batch invariance, SAME_SCORE), never a third time; `scored_at` is the

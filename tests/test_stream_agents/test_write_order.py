@@ -15,7 +15,7 @@ from infra.settings import load_settings
 from models.registry import ModelRegistry
 from stream_agents.agents import handle
 from stream_agents.metrics import Metrics
-from stream_agents.pipeline import Runtime
+from stream_agents.pipeline import Runtime, write_applied
 from stream_agents.score import ModelRunner
 from stream_agents.sequences import SequenceStore, ViewerSequence
 from tests.test_stream_agents.harness import MALFORMED, synthetic_stream
@@ -76,7 +76,7 @@ def flushed_before(log: list[tuple[str, object]], kind: str, position: int) -> b
     return any(name == "settle" for name, _ in log[last_write + 1 : position])
 
 
-async def test_the_applied_offset_is_written_after_the_broker_holds_the_batchs_scores(tmp_path: Path) -> None:
+async def test_each_write_follows_a_flush_of_the_writes_it_vouches_for(tmp_path: Path) -> None:
     log: list[tuple[str, object]] = []
     rt, published = logged_runtime(tmp_path, log)
     await handle(rt, one_batch())
@@ -84,13 +84,13 @@ async def test_the_applied_offset_is_written_after_the_broker_holds_the_batchs_s
     assert {"slot", "header", "score", "dead_letter", "offset"} <= set(names)
     first_header, offset = names.index("header"), names.index("offset")
     assert names.count("offset") == 1 and offset == len(names) - 1
-    assert flushed_before(log, "slot", first_header)  # a header never counts a slot the broker lacks
-    for kind in ("slot", "header", "score", "dead_letter"):  # an applied offset never skips a lost write
-        assert flushed_before(log, kind, offset), f"the applied offset can reach the broker before a {kind}"
+    for kind in ("slot", "score", "dead_letter"):  # a header never counts a message whose slot or score is lost
+        assert flushed_before(log, kind, first_header), f"a header can reach the broker before a {kind}"
+    assert flushed_before(log, "header", offset), "the applied offset can reach the broker before a header"
     assert {s.viewer_id for s in published} == {f"UC{v:05d}" for v in range(4)}
 
 
-async def test_a_kill_before_the_offset_landed_repeats_the_batchs_scores_and_after_it_skips_them(tmp_path: Path) -> None:
+async def test_a_kill_before_the_headers_landed_repeats_the_scores_after_them_never(tmp_path: Path) -> None:
     log: list[tuple[str, object]] = []
     rt, published = logged_runtime(tmp_path, log)
     batch = one_batch()
@@ -102,10 +102,34 @@ async def test_a_kill_before_the_offset_landed_repeats_the_batchs_scores_and_aft
     await handle(rt, batch)  # the offset landed: the redelivered batch is skipped
     assert published == []
 
-    published.clear()
-    rt.offsets.clear()  # the kill came before the offset landed: the batch is applied again
+    rt.offsets.clear()  # killed after the headers landed, before the offset: counted, scores already out
+    await handle(rt, batch)
+    assert published == []  # a duplicate is never scored again (a second redelivery would make a third copy)
+    assert {k: rt.store.header(k).count for k in rt.store.headers} == {
+        k: ViewerSequence.from_bytes(v).count for k, v in headers.items()}  # no message counted twice
+
+    rt.offsets.clear()  # killed before the headers landed: the slots and scores may be there, not the counts
+    dict.clear(rt.store.headers)
     await handle(rt, batch)
     again = {(s.viewer_id, s.n_messages, s.event_time): s.probability for s in published}
     assert again == first  # the same scores once more, never a lost or a different one
     assert {k: rt.store.header(k).count for k in rt.store.headers} == {
-        k: ViewerSequence.from_bytes(v).count for k, v in headers.items()}  # no message counted twice
+        k: ViewerSequence.from_bytes(v).count for k, v in headers.items()}
+
+
+async def test_an_unacknowledged_batch_holds_its_applied_offset_back_until_a_later_acknowledgement(
+        tmp_path: Path) -> None:
+    log: list[tuple[str, object]] = []
+    rt, _ = logged_runtime(tmp_path, log)
+    answers = iter([True, False])  # the batch's slots acknowledged, its headers not
+
+    async def settle() -> None:
+        if not next(answers, True):
+            raise ConnectionError("broker gone")
+
+    rt.settle = settle
+    batch = one_batch()
+    await handle(rt, batch)
+    assert rt.applied(0) is None and rt.held_back == {0: len(batch) - 1}
+    await write_applied(rt, {})  # the lag timer's retry, the broker answering again
+    assert rt.applied(0) == len(batch) - 1 and rt.held_back == {}
